@@ -1,0 +1,30 @@
+"""hgmviz: see, touch and test how hugetlb pages mapped at high granularity (HGM) count
+references and mappings — the January 2023 LKML debate as a simulator.
+
+The scripting API (``import hgmviz as hv``)::
+
+    m = hv.Machine(nr_hugepages={2 << 20: 8, 1 << 30: 1})
+    f = m.memfd_create(size=8 << 20, hstate=2 << 20)
+    p = m.spawn()
+    a = p.mmap(f, length=4 << 20)
+    p.touch(a + 0x5000)
+    f.folio_at(0).refcount
+"""
+from .errors import (PartialProgress, ProcessExited, SigBus, SigSegv, SimError, Unsupported,
+                     UserfaultPending, VM_FAULT_OOM, VM_FAULT_SIGBUS)
+from .geometry import (INT_MAX, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PUD_SHIFT, TOY, X86_64,
+                       X86_64_5LEVEL, Geometry, Hstate, HugetlbLevel, KernelProfile)
+from .mm import (MADV_COLLAPSE, MADV_DONTNEED, MADV_SPLIT, File, Folio, Machine, PagemapEntry,
+                 Process, Vma)
+from .schemes import SCHEMES
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Machine", "Process", "File", "Folio", "Vma", "PagemapEntry",
+    "MADV_DONTNEED", "MADV_COLLAPSE", "MADV_SPLIT",
+    "SigBus", "SigSegv", "UserfaultPending", "PartialProgress", "ProcessExited", "Unsupported",
+    "SimError", "VM_FAULT_OOM", "VM_FAULT_SIGBUS",
+    "Geometry", "Hstate", "HugetlbLevel", "KernelProfile", "X86_64", "X86_64_5LEVEL", "TOY",
+    "PAGE_SHIFT", "PAGE_SIZE", "PMD_SHIFT", "PUD_SHIFT", "INT_MAX", "SCHEMES",
+]

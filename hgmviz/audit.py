@@ -1,0 +1,150 @@
+"""Layer 2 (beside mm): the audit — recompute every counter from the page tables and the page cache.
+
+Two checks:
+
+* **structure**: every page-table page's ``tcount`` equals its non-none entries; free pages
+  are zero; a PMD page's share count equals the number of PUD entries pointing at it minus
+  one; every used page is reachable from a live process's PGD; no folio is both free and
+  mapped or cached.
+* **counters**: the present leaves (each page-table page counted once, however many
+  processes share it) and the page-cache contents are replayed as events into a fresh copy
+  of the machine's scheme, with no guard; its counters must equal the live ones.  A scheme
+  that counted at the wrong moment (say, at table allocation for an operation that then
+  failed) shows up here.
+
+``Machine.audit()`` returns the list of problems; empty means consistent.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import core
+
+
+def _structure(m) -> list:
+    pt = m.pt
+    problems = []
+    used = np.flatnonzero(pt.tlevel != 0)
+    counts = np.count_nonzero(pt.ent[used], axis=1) if used.size else np.zeros(0, int)
+    bad = used[counts != pt.tcount[used]]
+    for t in bad[:5]:
+        problems.append("page-table page %d: tcount %d but %d entries present"
+                        % (t, pt.tcount[t], np.count_nonzero(pt.ent[t])))
+    free = np.flatnonzero(pt.tlevel == 0)
+    free = free[free != 0]
+    dirty = free[np.any(pt.ent[free] != 0, axis=1)] if free.size else free
+    for t in dirty[:5]:
+        problems.append("free page-table page %d is not zero" % t)
+    nfree = int(pt.meta[core.M_NFREE])
+    if nfree != free.size:
+        problems.append("free stack holds %d pages but %d pages are free" % (nfree, free.size))
+    # references to each page from entries
+    refs = np.zeros(pt.capacity, dtype=np.int64)
+    for t in used:
+        row = pt.ent[t]
+        tabs = row[(row != 0) & ((row & 1) == 0)] >> 1
+        np.add.at(refs, tabs, 1)
+    for mm in m._mms.values():
+        if mm.alive:
+            refs[mm.pgd] += 1
+    for t in used:
+        expect = refs[t] - 1
+        if refs[t] == 0:
+            problems.append("page-table page %d (level %d) is unreachable" % (t, pt.tlevel[t]))
+        elif pt.tshare[t] != expect:
+            problems.append("page-table page %d: share count %d but %d referrers"
+                            % (t, pt.tshare[t], refs[t]))
+    for fid in range(m._folio_pfn.size):
+        cached = m._folio_file[fid] >= 0
+        if bool(m._folio_used[fid]) != cached:
+            problems.append("folio %d: used=%d but in page cache=%s" % (fid, m._folio_used[fid], cached))
+    return problems
+
+
+def replay_events(m) -> dict:
+    """The events that rebuild every counter from scratch: page cache, then present leaves,
+    then present hstate-level entries."""
+    g = m.geometry
+    pt = m.pt
+    kinds, mms, addrs, shifts, counts, pfns, folios = [], [], [], [], [], [], []
+
+    def add(k, mm, addr, shift, count, pfn, folio):
+        kinds.append(k)
+        mms.append(mm)
+        addrs.append(addr)
+        shifts.append(shift)
+        counts.append(count)
+        pfns.append(pfn)
+        folios.append(folio)
+
+    for fid, st in m._files.items():
+        h = g.hstates[st.hstate]
+        for idx in np.flatnonzero(st.pc >= 0):
+            f = int(st.pc[idx])
+            pfn = int(m._folio_pfn[f])
+            add(core.EV_FOLIO_ALLOC, -1, 0, h.shift, 1, pfn, f)
+            add(core.EV_PAGECACHE_ADD, -1, 0, h.shift,
+                m.kernel.pagecache_refs(h.pages_per_huge_page()), pfn, f)
+    seen = np.zeros(pt.capacity, dtype=np.int32)
+    seen_entries = set()
+    for mm in m._mms.values():
+        if not mm.alive:
+            continue
+        for v in mm.vmas:
+            h = m._hstate_of(v)
+            n = (v.end - v.start) >> g.page_shift
+            cap = max(16, n)
+            while True:
+                oa = np.zeros(cap, np.int64)
+                osh = np.zeros(cap, np.int64)
+                op = np.zeros(cap, np.int64)
+                ot = np.zeros(cap, np.int64)
+                k = core.collect_leaves(pt.P, m._g, mm.pgd, v.start, v.end, seen, mm.pid + 1,
+                                        oa, osh, op, ot)
+                if k >= 0:
+                    break
+                cap *= 2
+            for j in range(k):
+                pfn = int(op[j])
+                f = int(core.pfn_to_folio(m._fl, pfn))
+                add(core.EV_SET, mm.pid, int(oa[j]), int(osh[j]), 1, pfn, f)
+            # hstate-level entries present (as leaf or as table)
+            for a in range(v.start, v.end, 1 << h.shift):
+                t, i, lvl = core.hugetlb_full_walk(pt.P, m._g, mm.pgd, a, h.level)
+                if lvl != h.level:
+                    continue
+                val = int(pt.ent[t, i])
+                if val == 0:
+                    continue
+                if val & 1:
+                    f = int(core.pfn_to_folio(m._fl, val >> 1))
+                else:
+                    f = int(pt.tfolio[val >> 1])
+                if (int(t), int(i)) in seen_entries:      # a shared PMD page: once
+                    continue
+                seen_entries.add((int(t), int(i)))
+                add(core.EV_HSTATE_POPULATED, mm.pid, a, h.shift, 1, int(m._folio_pfn[f]), f)
+    return {"kind": np.array(kinds, np.int8), "mm": np.array(mms, np.int32),
+            "addr": np.array(addrs, np.int64), "shift": np.array(shifts, np.int8),
+            "count": np.array(counts, np.int64), "pfn": np.array(pfns, np.int64),
+            "folio": np.array(folios, np.int32)}
+
+
+def audit(m) -> list:
+    """All inconsistencies between the machine's counters and its page tables (empty: none)."""
+    problems = _structure(m)
+    fresh = type(m.scheme)(m.geometry, m.scheme.folio_shift, guard=None)
+    for k in fresh.counters:
+        if k in m.scheme.counters:
+            fresh.counters[k][:] = m.scheme.counters[k] if k == "wrapped" else fresh.counters[k]
+    ev = replay_events(m)
+    fresh.commit(fresh.admit(ev))
+    for k, live in m.scheme.counters.items():
+        if k == "wrapped":
+            continue
+        want = fresh.counters[k]
+        diff = np.flatnonzero(live != want)
+        for i in diff[:5]:
+            problems.append("%s[%d]: live %d, recomputed from page tables %d"
+                            % (k, i, live[i], want[i]))
+    return problems

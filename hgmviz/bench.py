@@ -1,0 +1,158 @@
+"""Benchmarks (``hgmviz bench`` / ``python -m hgmviz.bench``): a Markdown table with the
+columns benchmark | measured | unit | target | reference | ratio.
+
+Speed is measured here, never asserted in tests.  Each benchmark is a function returning
+rows; later issues add functions to ``BENCHMARKS``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+GIB = 1 << 30
+PAGE = 4096
+
+
+def _hgm_machine():
+    import hgmviz as hv
+    m = hv.Machine(nr_hugepages={GIB: 1}, scheme="per_piece", kernel="6.2")
+    f = m.memfd_create(size=GIB, hstate=GIB)
+    p = m.spawn()
+    alias = p.mmap(f, GIB)
+    p.touch(alias)                       # the page is in the page cache (postcopy's alias)
+    return hv, m, f, p
+
+
+def map_1g_at_4k(repeats: int = 5) -> float:
+    """Best ns per piece of mapping all 262,144 pieces of a 1 GiB folio at 4 KiB."""
+    hv, m, f, p = _hgm_machine()
+    best = float("inf")
+    for _ in range(repeats + 1):
+        a = p.mmap(f, GIB)
+        p.madvise(a, GIB, hv.MADV_SPLIT)
+        p.uffdio_register(a, GIB, mode="minor")
+        t = time.perf_counter()
+        p.uffdio_continue_batch(a, GIB, PAGE)
+        dt = time.perf_counter() - t
+        p.munmap(a, GIB)
+        best = min(best, dt)
+    return best / (GIB // PAGE) * 1e9
+
+
+def numpy_fill_ns(n: int = GIB // PAGE, repeats: int = 20) -> float:
+    """A plain numpy fill of n int32 entries with leaf values (the floor)."""
+    out = np.zeros(n, dtype=np.int32)
+    base = np.arange(n, dtype=np.int32)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        np.left_shift(base, 1, out=out)
+        out |= 1
+        best = min(best, time.perf_counter() - t)
+    return best / n * 1e9
+
+
+def _subprocess(code: str, env_extra: dict) -> str:
+    env = dict(os.environ)
+    env.update(env_extra)
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=1800)
+    if r.returncode:
+        raise RuntimeError(r.stderr)
+    return r.stdout.strip().splitlines()[-1]
+
+
+def bench_map(quick: bool):
+    ns = map_1g_at_4k(2 if quick else 5)
+    fill = numpy_fill_ns()
+    rows = [("map 1 GiB folio at 4 KiB (batched UFFDIO_CONTINUE, per_piece)", ns, "ns/piece",
+             "<= 3", "numpy fill %.2f ns/entry" % fill, ns / fill)]
+    if not quick:
+        nojit = float(_subprocess("from hgmviz.bench import map_1g_at_4k; print(map_1g_at_4k(0))",
+                                  {"NUMBA_DISABLE_JIT": "1"}))
+        rows.append(("same, NUMBA_DISABLE_JIT=1", nojit, "ns/piece", "-",
+                     "jitted %.2f ns/piece" % ns, nojit / ns))
+    return rows
+
+
+def bench_cold_start(quick: bool):
+    code = ("import time; t=time.perf_counter(); import hgmviz as hv; "
+            "m=hv.Machine(nr_hugepages={2<<20: 2}); f=m.memfd_create(size=2<<20); p=m.spawn(); "
+            "a=p.mmap(f, 2<<20); p.touch(a); print(time.perf_counter()-t)")
+    _subprocess(code, {})            # warm the cache
+    best = min(float(_subprocess(code, {})) for _ in range(1 if quick else 3))
+    base = min(float(_subprocess("import time; t=time.perf_counter(); import numpy, numba; "
+                                 "print(time.perf_counter()-t)", {})) for _ in range(2))
+    return [("cold start: import hgmviz + first fault (warm numba cache)", best, "s", "<= 1",
+             "import numpy+numba %.2f s" % base, best / base)]
+
+
+BENCHMARKS = [bench_map, bench_cold_start]
+
+
+def machine_line() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        with open("/proc/meminfo") as fh:
+            mem = "%.0f GiB" % (int(fh.readline().split()[1]) / (1 << 20))
+    except (OSError, ValueError, IndexError):
+        pass
+    import numba
+    return "%s, %d cores, %s, Python %s, numpy %s, numba %s, Linux %s" % (
+        cpu, os.cpu_count() or 0, mem, platform.python_version(), np.__version__,
+        numba.__version__, platform.release())
+
+
+def run(quick: bool = False, only=None):
+    rows = []
+    for b in BENCHMARKS:
+        if only and b.__name__ not in only:
+            continue
+        rows += b(quick)
+    return rows
+
+
+def table(rows) -> str:
+    out = ["| benchmark | measured | unit | target | reference | ratio |",
+           "|---|---|---|---|---|---|"]
+    for name, val, unit, target, ref, ratio in rows:
+        out.append("| %s | %.3g | %s | %s | %s | %.3g |" % (name, val, unit, target, ref, ratio))
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="hgmviz bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, skip the no-JIT run")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    ap.add_argument("--only", action="append", help="run only this benchmark function")
+    args = ap.parse_args(argv)
+    rows = run(args.quick, args.only)
+    if args.json:
+        print(json.dumps({"machine": machine_line(), "rows": [
+            dict(zip(("benchmark", "measured", "unit", "target", "reference", "ratio"), r))
+            for r in rows]}, indent=1))
+    else:
+        print("Machine: " + machine_line())
+        print()
+        print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

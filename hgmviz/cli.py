@@ -1,0 +1,34 @@
+"""Layer 6: the ``hgmviz`` command line (thin: each subcommand calls one package function)."""
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: hgmviz COMMAND [ARGS]
+
+commands:
+  bench          run the benchmarks, print a Markdown table
+  kernel-check   compare the simulator with the running kernel (root)
+  warmup         compile every jitted kernel into the numba cache
+"""
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "bench":
+        from .bench import main as run
+    elif cmd == "kernel-check":
+        from .kernelcheck.cli import main as run
+    elif cmd == "warmup":
+        from .warmup import main as run
+    else:
+        print("hgmviz: unknown command %r\n\n%s" % (cmd, USAGE), file=sys.stderr)
+        return 2
+    return int(run(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Layer 0: the ways an operation can fail, in the kernel's vocabulary.
+
+A syscall the kernel refuses raises :class:`OSError` with the kernel's errno (``e.errno``) and
+a message that says what was wrong and what is allowed.  A page fault the kernel answers with
+``VM_FAULT_SIGBUS`` raises :class:`SigBus`; an access outside any VMA raises :class:`SigSegv`;
+a fault that userfaultfd hands to user space raises :class:`UserfaultPending`.  Every one of
+them leaves the machine exactly as it was, except where the kernel itself commits partial
+progress (UFFDIO_CONTINUE returning ``EAGAIN`` with ``mapped`` bytes, see
+:class:`PartialProgress`).
+"""
+from __future__ import annotations
+
+import errno as _errno
+
+__all__ = [
+    "SimError", "SigBus", "SigSegv", "UserfaultPending", "PartialProgress", "ProcessExited",
+    "Unsupported", "syscall_error", "VM_FAULT_OOM", "VM_FAULT_SIGBUS", "VM_FAULT_NOPAGE",
+    "errno_name",
+]
+
+# include/linux/mm_types.h enum vm_fault_reason (values as in v6.2)
+VM_FAULT_OOM = 0x000001
+VM_FAULT_SIGBUS = 0x000002
+VM_FAULT_NOPAGE = 0x000100
+
+
+class SimError(Exception):
+    """Base of the simulator's own (non-errno) outcomes."""
+
+
+class SigBus(SimError):
+    """The fault handler returned ``VM_FAULT_SIGBUS``: the process would get SIGBUS."""
+
+    def __init__(self, address: int, why: str):
+        super().__init__("SIGBUS at %#x: %s" % (address, why))
+        self.address = address
+        self.why = why
+
+
+class SigSegv(SimError):
+    """No VMA covers the address: the process would get SIGSEGV."""
+
+    def __init__(self, address: int, why: str = "no VMA covers this address"):
+        super().__init__("SIGSEGV at %#x: %s" % (address, why))
+        self.address = address
+
+
+class UserfaultPending(SimError):
+    """``handle_userfault()``: the fault was handed to the userfaultfd reader.
+
+    A real thread would sleep until the handler resolves the fault (for example with
+    UFFDIO_CONTINUE for a ``minor`` fault); the simulator reports it and changes nothing.
+    """
+
+    def __init__(self, address: int, reason: str):
+        super().__init__("userfaultfd %s fault at %#x: the faulting thread waits for the "
+                         "handler (resolve it with %s)" % (
+                             reason.upper(), address,
+                             "UFFDIO_CONTINUE" if reason == "minor" else "UFFDIO_COPY"))
+        self.address = address
+        self.reason = reason
+
+
+class ProcessExited(OSError):
+    """The process has exited; nothing can be done on its behalf (ESRCH)."""
+
+
+class Unsupported(NotImplementedError):
+    """A real kernel feature that this simulator does not model."""
+
+
+class PartialProgress(OSError):
+    """The kernel committed part of the request, then stopped.
+
+    ``userfaultfd_continue()`` sets ``uffdio_continue.mapped`` to the bytes it mapped and
+    returns ``-EAGAIN`` when that is less than the length asked for (fs/userfaultfd.c).  The
+    pieces before the failing one stay mapped; ``cause`` is the error of the piece that failed.
+    """
+
+    def __init__(self, mapped: int, cause: BaseException):
+        super().__init__(_errno.EAGAIN, "mapped %d bytes, then: %s" % (mapped, cause))
+        self.mapped = mapped
+        self.cause = cause
+
+
+def errno_name(code: int) -> str:
+    return _errno.errorcode.get(code, str(code))
+
+
+def syscall_error(code: int, message: str) -> OSError:
+    """An ``OSError`` whose ``str()`` starts with the errno's name, e.g. ``EINVAL: ...``."""
+    err = OSError(code, "%s: %s" % (errno_name(code), message))
+    return err

@@ -1,0 +1,253 @@
+"""Layer 0: page-table geometry, hstates and kernel-version profiles.
+
+Geometry is plain data handed to the jitted kernels as integers and arrays; nothing in
+compiled code reads a global.  The x86-64 constants follow
+``arch/x86/include/asm/pgtable_64_types.h`` (torvalds/linux @ 02390b87a945, unchanged since):
+PAGE_SHIFT 12, PMD_SHIFT 21, PUD_SHIFT 30, PGDIR_SHIFT 39 (4-level) or 48 with P4D_SHIFT 39
+(5-level), 512 entries per table.  Levels are numbered as HGM v1 11/46 numbers them
+(``enum hugetlb_level``: PTE = 1, PMD, PUD, P4D, PGD).
+
+The toy geometry keeps every rule and shrinks the numbers for a classroom: 8 entries a level,
+hstates of 8 and 64 base pages, and 8-bit counters so an overflow takes a handful of clicks.
+"""
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass, field
+
+__all__ = [
+    "HugetlbLevel", "Hstate", "Geometry", "X86_64", "X86_64_5LEVEL", "TOY",
+    "KernelProfile", "get_geometry", "get_kernel_profile", "PAGE_SHIFT", "PAGE_SIZE",
+    "PMD_SHIFT", "PUD_SHIFT", "INT_MAX",
+]
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PMD_SHIFT = 21
+PUD_SHIFT = 30
+INT_MAX = (1 << 31) - 1
+
+
+class HugetlbLevel(enum.IntEnum):
+    """``enum hugetlb_level`` from HGM v1 11/46 (include/linux/hugetlb.h)."""
+
+    PTE = 1
+    PMD = 2
+    PUD = 3
+    P4D = 4
+    PGD = 5
+
+
+@dataclass(frozen=True)
+class Hstate:
+    """``struct hstate`` reduced to what the simulator needs (include/linux/hugetlb.h).
+
+    ``order`` is ``huge_page_order(h)``; ``level`` is the page-table level whose leaf maps
+    exactly one hugepage (HGM v1 13/46 ``hpage_size_to_level``).
+    """
+
+    order: int
+    shift: int
+    level: int
+    index: int  # position in Geometry.hstates
+
+    def huge_page_size(self) -> int:
+        return 1 << self.shift
+
+    def huge_page_shift(self) -> int:
+        return self.shift
+
+    def huge_page_order(self) -> int:
+        return self.order
+
+    def pages_per_huge_page(self) -> int:
+        return 1 << self.order
+
+    def huge_page_mask(self) -> int:
+        return ~((1 << self.shift) - 1)
+
+    @property
+    def size(self) -> int:
+        return 1 << self.shift
+
+    @property
+    def name(self) -> str:
+        return "hugepages-%dkB" % (self.size >> 10)
+
+
+def _fmt_size(n: int) -> str:
+    for unit, sh in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << sh and n % (1 << sh) == 0:
+            return "%d %s" % (n >> sh, unit)
+    return "%d B" % n
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A page-table geometry: level shifts, table width, hstates and counter width.
+
+    Level ``l`` (1 = PTE) holds entries that each map ``1 << level_shift(l)`` bytes.  With
+    ``levels == 4`` the P4D is folded into the PGD (``pgtable-nop4d``), so the top table is
+    level 4 and is called PGD.
+    """
+
+    name: str
+    page_shift: int
+    bits_per_level: int
+    levels: int
+    hstate_shifts: tuple
+    counter_bits: int
+    mmap_base: int
+    hstates: tuple = field(init=False, compare=False)
+
+    def __post_init__(self):
+        if self.levels not in (4, 5):
+            raise ValueError("levels must be 4 or 5, not %r" % (self.levels,))
+        hs = []
+        for i, sh in enumerate(self.hstate_shifts):
+            order = sh - self.page_shift
+            if order <= 0 or order % self.bits_per_level:
+                raise ValueError("hstate shift %d is not a page-table level of %s" % (sh, self.name))
+            hs.append(Hstate(order=order, shift=sh, level=order // self.bits_per_level + 1, index=i))
+        object.__setattr__(self, "hstates", tuple(hs))
+
+    # -- constants in the kernel's spelling ---------------------------------------------
+    @property
+    def PAGE_SHIFT(self) -> int:
+        return self.page_shift
+
+    @property
+    def PAGE_SIZE(self) -> int:
+        return 1 << self.page_shift
+
+    @property
+    def PTRS_PER_TABLE(self) -> int:
+        return 1 << self.bits_per_level
+
+    @property
+    def PMD_SHIFT(self) -> int:
+        return self.level_shift(HugetlbLevel.PMD)
+
+    @property
+    def PUD_SHIFT(self) -> int:
+        return self.level_shift(HugetlbLevel.PUD)
+
+    @property
+    def PGDIR_SHIFT(self) -> int:
+        return self.level_shift(self.levels)
+
+    @property
+    def INT_MAX(self) -> int:
+        return (1 << (self.counter_bits - 1)) - 1
+
+    @property
+    def INT_MIN(self) -> int:
+        return -(1 << (self.counter_bits - 1))
+
+    @property
+    def TASK_SIZE(self) -> int:
+        """Top of the user address space: half of what the top table covers."""
+        return 1 << (self.level_shift(self.levels) + self.bits_per_level - 1)
+
+    def level_shift(self, level: int) -> int:
+        return self.page_shift + (int(level) - 1) * self.bits_per_level
+
+    def level_size(self, level: int) -> int:
+        return 1 << self.level_shift(level)
+
+    def level_name(self, level: int) -> str:
+        level = int(level)
+        if level == self.levels:
+            return "PGD"
+        return HugetlbLevel(level).name
+
+    def hstate(self, size: int) -> Hstate:
+        """The hstate whose hugepage is ``size`` bytes (``size_to_hstate``)."""
+        for h in self.hstates:
+            if h.size == size:
+                return h
+        raise ValueError(
+            "no hstate of %s in the %s geometry; allowed: %s"
+            % (_fmt_size(size) if isinstance(size, int) else repr(size), self.name,
+               ", ".join("%s (%d)" % (_fmt_size(h.size), h.size) for h in self.hstates)))
+
+    def hstate_of_shift(self, shift: int) -> Hstate:
+        for h in self.hstates:
+            if h.shift == shift:
+                return h
+        raise ValueError("no hstate with shift %d" % shift)
+
+    def fmt_size(self, n: int) -> str:
+        return _fmt_size(n)
+
+
+X86_64 = Geometry(name="x86_64", page_shift=12, bits_per_level=9, levels=4,
+                  hstate_shifts=(21, 30), counter_bits=32, mmap_base=0x7F0000000000)
+X86_64_5LEVEL = Geometry(name="x86_64-5level", page_shift=12, bits_per_level=9, levels=5,
+                         hstate_shifts=(21, 30), counter_bits=32, mmap_base=0x7F0000000000)
+TOY = Geometry(name="toy", page_shift=12, bits_per_level=3, levels=4,
+               hstate_shifts=(15, 18), counter_bits=8, mmap_base=0x600000)
+
+_GEOMETRIES = {"x86_64": X86_64, "x86-64": X86_64, "x86_64-5level": X86_64_5LEVEL, "toy": TOY}
+
+
+def get_geometry(geometry) -> Geometry:
+    if isinstance(geometry, Geometry):
+        return geometry
+    try:
+        return _GEOMETRIES[geometry]
+    except (KeyError, TypeError):
+        raise ValueError("unknown geometry %r; allowed: %s or a Geometry"
+                         % (geometry, ", ".join(sorted(_GEOMETRIES)))) from None
+
+
+@dataclass(frozen=True)
+class KernelProfile:
+    """Behaviour that changed between kernel versions and matters to the counters.
+
+    ``pagecache_refs_nr_pages``: since v6.7 (commit a08c7193e4f1 "mm/filemap: remove hugetlb
+    special casing in filemap.c") ``__filemap_add_folio()`` takes ``folio_nr_pages()``
+    references for a hugetlb folio; before it took one (domain.md 2.1).
+    """
+
+    version: tuple
+    label: str
+
+    @property
+    def pagecache_refs_nr_pages(self) -> bool:
+        return self.version >= (6, 7)
+
+    def pagecache_refs(self, nr_pages: int) -> int:
+        """References the page cache holds on a folio of ``nr_pages`` base pages."""
+        return nr_pages if self.pagecache_refs_nr_pages else 1
+
+
+def _parse_version(text: str) -> tuple:
+    parts = []
+    for tok in text.split(".")[:2]:
+        digits = ""
+        for ch in tok:
+            if not ch.isdigit():
+                break
+            digits += ch
+        if not digits:
+            break
+        parts.append(int(digits))
+    if len(parts) < 2:
+        raise ValueError("kernel must look like '6.2' or '6.18' (or 'running'), not %r" % (text,))
+    return tuple(parts)
+
+
+def get_kernel_profile(kernel) -> KernelProfile:
+    """``"6.2"`` (the thread's era, default), ``"6.18"``, any ``"X.Y"``, or ``"running"``."""
+    if isinstance(kernel, KernelProfile):
+        return kernel
+    if kernel is None:
+        kernel = "6.2"
+    if not isinstance(kernel, str):
+        raise TypeError("kernel must be a string such as '6.2', '6.18' or 'running', not %r" % (kernel,))
+    if kernel == "running":
+        release = os.uname().release
+        return KernelProfile(version=_parse_version(release), label=release)
+    return KernelProfile(version=_parse_version(kernel), label=kernel)

@@ -1,0 +1,143 @@
+"""What every accounting scheme shares: counters stored as the kernel stores them, the
+overflow helper, the guard policies and the admit-then-commit protocol.
+
+Counters are signed integers of the geometry's width (``atomic_t``: 32 bits on x86-64,
+8 bits in the toy geometry), kept in int64 arrays and wrapped by one helper,
+:func:`wrap_counter`, exactly as two's-complement ``atomic_add`` wraps.  Mapcounts are
+stored biased by -1, as the kernel stores ``_mapcount`` and ``_entire_mapcount`` ("Note:
+mapcounts start at -1", include/linux/rmap.h); the accessors add the 1 back.
+
+Guards (checked before each reference a new mapping takes, in event order):
+
+* ``None``: no check; the counter wraps, and the scheme records it in ``wrapped``.
+* ``"int_max_half"``: refuse when ``folio_ref_count(folio) > INT_MAX / 2`` (the thread's
+  proposal, T9, modelled on ``try_get_page()``'s original check).
+* ``"sign"``: refuse when ``folio_ref_count(folio) <= 0`` with ``WARN_ON_ONCE`` (HGM v2 35/46,
+  ``hugetlb_try_find_lock_folio``; the test ``try_get_page()`` and GUP's ``try_grab_folio()``
+  make today).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._jit import njit
+
+GUARD_NONE = 0
+GUARD_INT_MAX_HALF = 1
+GUARD_SIGN = 2
+GUARDS = {None: GUARD_NONE, "int_max_half": GUARD_INT_MAX_HALF, "sign": GUARD_SIGN}
+
+
+@njit
+def wrap_counter(x, bits):
+    """Two's-complement wrap of ``x`` into a signed ``bits``-bit integer (``atomic_t``)."""
+    half = np.int64(1) << (bits - 1)
+    return ((x + half) & ((half << 1) - 1)) - half
+
+
+@njit
+def guarded_increments(ref, n, guard, bits):
+    """How many of ``n`` single increments a guard admits, starting from ``ref``.
+
+    Each increment is checked before it is made, as ``try_get_page()`` checks.
+    """
+    int_max = (np.int64(1) << (bits - 1)) - 1
+    if guard == GUARD_INT_MAX_HALF:
+        lim = int_max // 2
+        if ref > lim:
+            return 0
+        room = lim - ref + 1
+        return n if n < room else room
+    if guard == GUARD_SIGN:
+        if ref <= 0:
+            return 0
+        room = int_max - ref + 1          # the increment that reaches INT_MIN is admitted
+        return n if n < room else room
+    return n
+
+
+class SchemeRefusal(Exception):
+    """A guard refused a reference: ``admitted`` leaves of the operation went through first."""
+
+    def __init__(self, admitted: int, folio: int, refcount: int, guard: str):
+        super().__init__("refcount guard %r refused folio %d at refcount %d after %d leaves"
+                         % (guard, folio, refcount, admitted))
+        self.admitted = admitted
+        self.folio = folio
+        self.refcount = refcount
+        self.guard = guard
+
+
+class Scheme:
+    """Base class: per-folio ``refcount`` and ``entire`` (biased) counters, admit/commit.
+
+    Subclasses set ``name``, ``supports_hgm`` and ``_apply`` (a jitted function with the
+    signature of :func:`hgmviz.schemes.mainline._apply_head_only`).
+    """
+
+    name = "base"
+    supports_hgm = False
+    writes_tail_pages = False
+    source = ""
+
+    def __init__(self, geometry, folio_shift: np.ndarray, guard=None):
+        if guard not in GUARDS:
+            raise ValueError("unknown guard %r; allowed: None, 'int_max_half', 'sign'" % (guard,))
+        self.geometry = geometry
+        self.guard = guard
+        self.bits = geometry.counter_bits
+        self.folio_shift = np.asarray(folio_shift, dtype=np.int64)
+        n = self.folio_shift.size
+        self.counters = {
+            "refcount": np.zeros(n, dtype=np.int64),
+            "entire": np.full(n, -1, dtype=np.int64),      # folio->_entire_mapcount, biased
+            "wrapped": np.zeros(n, dtype=np.int8),         # a counter wrapped (overflow)
+        }
+        self.out = np.zeros(8, dtype=np.int64)
+
+    # --- protocol used by the machine ------------------------------------------------
+    def admit(self, ev: dict):
+        """Apply events to scratch copies; return them, or raise :class:`SchemeRefusal`."""
+        scratch = {k: v.copy() for k, v in self.counters.items()}
+        out = self.out
+        out[:] = 0
+        self._run(ev, scratch, out)
+        if out[0]:
+            raise SchemeRefusal(int(out[1]), int(out[2]), int(out[3]), self.guard)
+        return scratch
+
+    def commit(self, scratch):
+        self.counters = scratch
+
+    def _run(self, ev, c, out):
+        self._apply(ev["kind"], ev["shift"], ev["count"], ev["pfn"], ev["folio"],
+                    self.folio_shift, self.geometry.page_shift, GUARDS[self.guard], self.bits,
+                    c["refcount"], c["entire"], c["wrapped"], out)
+
+    def snapshot(self):
+        return {k: v.copy() for k, v in self.counters.items()}
+
+    def restore(self, snap):
+        self.counters = {k: v.copy() for k, v in snap.items()}
+
+    # --- the kernel's accessors ------------------------------------------------------
+    def folio_ref_count(self, folio: int) -> int:
+        return int(self.counters["refcount"][folio])
+
+    def folio_entire_mapcount(self, folio: int) -> int:
+        return int(self.counters["entire"][folio]) + 1
+
+    def folio_mapcount(self, folio: int) -> int:
+        return self.folio_entire_mapcount(folio)
+
+    def page_mapcount(self, folio: int, index: int) -> int:
+        """What /proc/kpagecount shows for page ``index`` of the folio.
+
+        ``folio_precise_page_mapcount()``: ``page->_mapcount + 1`` (0 for hugetlb, whose
+        subpage mapcounts are never touched) plus ``folio_entire_mapcount()``
+        (fs/proc/internal.h; domain.md 2.2).
+        """
+        return self.folio_entire_mapcount(folio)
+
+    def wrapped(self, folio: int) -> bool:
+        return bool(self.counters["wrapped"][folio])
