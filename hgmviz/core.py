@@ -170,6 +170,25 @@ class PageTablePool:
             b[: a.size] = a
             setattr(self, name, b)
 
+    def run(self, kernel, *args, levels: int = 5) -> int:
+        """Call a kernel taking ``(P, E, *args)``; on a NEED_* status roll back what that call
+        did, grow the pool, journal or event buffer, and call again."""
+        meta = self.meta
+        while True:
+            jm = int(meta[M_JLEN])
+            em = int(meta[M_NEV])
+            st = int(kernel(self.P, self.E, *args))
+            if st not in (NEED_TABLES, NEED_JOURNAL, NEED_EVENTS):
+                return st
+            rollback(self.P, jm)
+            meta[M_NEV] = em
+            if st == NEED_TABLES:
+                self.grow_tables(levels)
+            elif st == NEED_JOURNAL:
+                self.grow_journal()
+            else:
+                self.grow_events()
+
     def ensure_free_tables(self, n: int):
         while self.nr_free < n:
             self.grow_tables(n)

@@ -485,23 +485,8 @@ class Machine:
                           RuntimeWarning, stacklevel=4)
 
     def _kcall(self, kernel, *args):
-        """Call a core kernel that takes (P, E, ...); grow and retry on NEED_*."""
-        meta = self.pt.meta
-        while True:
-            jm = int(meta[core.M_JLEN])
-            em = int(meta[core.M_NEV])
-            st = kernel(self.pt.P, self.pt.E, *args)
-            if st in (core.NEED_TABLES, core.NEED_JOURNAL, core.NEED_EVENTS):
-                core.rollback(self.pt.P, jm)
-                meta[core.M_NEV] = em
-                if st == core.NEED_TABLES:
-                    self.pt.grow_tables(self.geometry.levels)
-                elif st == core.NEED_JOURNAL:
-                    self.pt.grow_journal()
-                else:
-                    self.pt.grow_events()
-                continue
-            return int(st)
+        """Call a core kernel that takes (P, E, ...); the pool grows and retries on NEED_*."""
+        return self.pt.run(kernel, *args, levels=self.geometry.levels)
 
     def _account(self):
         """Feed the operation's events to the scheme (admit, then commit); once per op."""
@@ -872,6 +857,7 @@ class Machine:
                     else:
                         nxt.append(p)
                 pieces = nxt
+            self._files[v.file].nr_vmas += len(pieces) - 1    # __split_vma: get_file()
             out += pieces
         mm.vmas = sorted(out, key=lambda v: v.start)
 
