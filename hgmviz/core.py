@@ -699,26 +699,66 @@ def zap_range(P, E, g, fl, pgd, mm, a, b, hl, res):
                 addr = ((addr >> sh) + 1) << sh
                 break
             if (v & 1) == 1:
-                # a run over this table's leaves
+                # a run over this table's leaves: room for the whole table checked once,
+                # the journal written inline, consecutive leaves of one folio merged
+                st = _room(P, E, ptrs + 2, 2 * ptrs + 2)
+                if st != OK:
+                    return st
+                tcount = P[2]
+                jt = P[7]
+                ji = P[8]
+                jo = P[9]
+                size = np.int64(1) << sh
+                pstep = np.int64(1) << (sh - g[0])
+                run_addr = np.int64(-1)
+                run_pfn = np.int64(0)
+                run_n = np.int64(0)
+                run_folio = -1
+                f_lo = np.int64(0)
+                f_hi = np.int64(0)
+                folio = -1
                 i = idx
                 while i < ptrs and addr < b:
                     v = ent[t, i]
                     if v != 0 and (v & 1) == 0:
                         break  # a lower table: the outer loop descends into it
                     if v != 0:
-                        st = _room(P, E, 2, 2)
-                        if st != OK:
-                            return st
-                        pfn = v >> 1
-                        folio = pfn_to_folio(fl, pfn)
-                        set_entry(P, t, i, 0)
-                        emit(E, meta, g, EV_CLEAR, mm, addr & ~((1 << sh) - 1), sh, 1, pfn, folio)
+                        pfn = np.int64(v >> 1)
+                        if pfn < f_lo or pfn >= f_hi:
+                            folio = pfn_to_folio(fl, pfn)
+                            f_lo = pfn
+                            f_hi = pfn + 1
+                            for h in range(fl[0]):
+                                if folio >= fl[3 + 4 * h] and folio < fl[3 + 4 * h] + fl[4 + 4 * h]:
+                                    f_lo = fl[1 + 4 * h] + ((folio - fl[3 + 4 * h]) << fl[2 + 4 * h])
+                                    f_hi = f_lo + (np.int64(1) << fl[2 + 4 * h])
+                        n = meta[M_JLEN]
+                        jt[n] = t
+                        ji[n] = i
+                        jo[n] = v
+                        meta[M_JLEN] = n + 1
+                        ent[t, i] = 0
+                        tcount[t] -= 1
+                        leaf_addr = addr & ~(size - 1)
+                        if (run_n > 0 and folio == run_folio and leaf_addr == run_addr + run_n * size
+                                and pfn == run_pfn + run_n * pstep):
+                            run_n += 1
+                        else:
+                            if run_n > 0:
+                                emit(E, meta, g, EV_CLEAR, mm, run_addr, sh, run_n, run_pfn, run_folio)
+                            run_addr = leaf_addr
+                            run_pfn = pfn
+                            run_n = 1
+                            run_folio = folio
                         if lvl == hl:
-                            emit(E, meta, g, EV_HSTATE_CLEARED, mm, addr & ~((1 << sh) - 1),
-                                 sh, 1, pfn, folio)
+                            emit(E, meta, g, EV_CLEAR, mm, run_addr, sh, run_n, run_pfn, run_folio)
+                            run_n = 0
+                            emit(E, meta, g, EV_HSTATE_CLEARED, mm, leaf_addr, sh, 1, pfn, folio)
                         cleared += 1
                     addr = ((addr >> sh) + 1) << sh
                     i += 1
+                if run_n > 0:
+                    emit(E, meta, g, EV_CLEAR, mm, run_addr, sh, run_n, run_pfn, run_folio)
                 break
             child = v >> 1
             if lvl == 3 and hl == 2 and tshare[child] > 0:

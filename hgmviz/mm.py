@@ -416,7 +416,7 @@ class Machine:
         self._nr_hugepages = counts
         self._resv = [0] * len(g.hstates)
         self._g = np.array([g.page_shift, g.bits_per_level, g.levels, 0], dtype=np.int64)
-        self.scheme = scheme_cls(g, np.array(shifts, dtype=np.int64), guard=guard)
+        self.scheme = scheme_cls(g, np.array(shifts, dtype=np.int64), self._folio_pfn, guard=guard)
         self.pt = PageTablePool(g.PTRS_PER_TABLE)
         self._files = {}
         self._file_handles = {}
@@ -1084,6 +1084,11 @@ class Machine:
             raise syscall_error(errno.EINVAL, "madvise: MADV_SPLIT (26) is unknown advice on a "
                                 "mainline kernel: HGM was never merged; use scheme='per_piece' "
                                 "or another HGM scheme")
+        if advice == MADV_SPLIT and self.scheme.writes_tail_pages and self.hvo:
+            raise syscall_error(errno.EINVAL, "madvise(MADV_SPLIT): the %s scheme writes tail "
+                                "struct pages, which HVO (hugetlb_optimize_vmemmap) maps read-only: "
+                                "HGM and HVO exclude each other (HGM v2 cover letter); "
+                                "use hvo=False" % self.scheme.name)
         if advice == MADV_COLLAPSE and not self.scheme.supports_hgm:
             vs = self._vmas_in("madvise(MADV_COLLAPSE)", mm, addr, end) if length else []
             raise syscall_error(errno.EINVAL, "madvise(MADV_COLLAPSE): mainline refuses hugetlb "

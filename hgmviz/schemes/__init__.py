@@ -7,10 +7,13 @@ plus its tests; :func:`get_scheme_class` resolves the names ``hv.Machine(scheme=
 from __future__ import annotations
 
 from .base import GUARDS, Scheme, SchemeRefusal
+from .hstate_present import HstatePresent
 from .mainline import Mainline
 from .per_piece import PerPiece
+from .subtree_counted import SubtreeCounted
+from .thp_like import ThpLike
 
-SCHEMES = {cls.name: cls for cls in (Mainline, PerPiece)}
+SCHEMES = {cls.name: cls for cls in (Mainline, PerPiece, ThpLike, HstatePresent, SubtreeCounted)}
 
 
 def get_scheme_class(name):
@@ -20,4 +23,5 @@ def get_scheme_class(name):
         raise ValueError("unknown scheme %r; allowed: %s" % (name, ", ".join(SCHEMES))) from None
 
 
-__all__ = ["Scheme", "SchemeRefusal", "GUARDS", "SCHEMES", "get_scheme_class", "Mainline", "PerPiece"]
+__all__ = ["Scheme", "SchemeRefusal", "GUARDS", "SCHEMES", "get_scheme_class", "Mainline", "PerPiece", "ThpLike",
+           "HstatePresent", "SubtreeCounted"]

@@ -80,13 +80,14 @@ class Scheme:
     writes_tail_pages = False
     source = ""
 
-    def __init__(self, geometry, folio_shift: np.ndarray, guard=None):
+    def __init__(self, geometry, folio_shift: np.ndarray, folio_pfn: np.ndarray, guard=None):
         if guard not in GUARDS:
             raise ValueError("unknown guard %r; allowed: None, 'int_max_half', 'sign'" % (guard,))
         self.geometry = geometry
         self.guard = guard
         self.bits = geometry.counter_bits
         self.folio_shift = np.asarray(folio_shift, dtype=np.int64)
+        self.folio_pfn = np.asarray(folio_pfn, dtype=np.int64)
         n = self.folio_shift.size
         self.counters = {
             "refcount": np.zeros(n, dtype=np.int64),
@@ -95,10 +96,17 @@ class Scheme:
         }
         self.out = np.zeros(8, dtype=np.int64)
 
+    def fresh(self, guard=None) -> "Scheme":
+        """A new instance with the same folio layout and all counters at rest."""
+        return type(self)(self.geometry, self.folio_shift, self.folio_pfn, guard=guard)
+
+    def folio_mapcount_of_leaf(self):
+        return None
+
     # --- protocol used by the machine ------------------------------------------------
     def admit(self, ev: dict):
         """Apply events to scratch copies; return them, or raise :class:`SchemeRefusal`."""
-        scratch = {k: v.copy() for k, v in self.counters.items()}
+        scratch = self.snapshot()
         out = self.out
         out[:] = 0
         self._run(ev, scratch, out)
@@ -109,16 +117,23 @@ class Scheme:
     def commit(self, scratch):
         self.counters = scratch
 
+    def _guard_code(self) -> int:
+        return GUARDS[self.guard]
+
     def _run(self, ev, c, out):
         self._apply(ev["kind"], ev["shift"], ev["count"], ev["pfn"], ev["folio"],
                     self.folio_shift, self.geometry.page_shift, GUARDS[self.guard], self.bits,
                     c["refcount"], c["entire"], c["wrapped"], out)
 
     def snapshot(self):
-        return {k: v.copy() for k, v in self.counters.items()}
+        return {k: (v.copy() if hasattr(v, "copy") else v) for k, v in self.counters.items()}
 
     def restore(self, snap):
-        self.counters = {k: v.copy() for k, v in snap.items()}
+        self.counters = {k: (v.copy() if hasattr(v, "copy") else v) for k, v in snap.items()}
+
+    def metadata_bytes(self) -> int:
+        """Memory the scheme needs beyond struct page (0 for most schemes)."""
+        return 0
 
     # --- the kernel's accessors ------------------------------------------------------
     def folio_ref_count(self, folio: int) -> int:

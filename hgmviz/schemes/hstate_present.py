@@ -1,0 +1,69 @@
+"""``hstate_present``: one reference and one mapcount while the hstate-level entry is present.
+
+HGM RFC v1 (20220624173656.2033256-1-jthoughton@google.com): "If the PUD for a hugepage is not
+none, a hugepage's mapcount will be increased"; James restated it as "page_mapcount() is
+incremented if the hstate-level PTE is present" (T12,
+CADrL8HVGMTowH4trJhS+eM_EwZKoUgu7LmfwyTGyGRnNnwL3Zg@mail.gmail.com).  David Hildenbrand's
+"treat the whole mapping as a single large logical mapping. One reference and one mapping, no
+matter how the individual parts are mapped" (T10, 6548b3b3-30c9-8f64-7d28-8a434e0a0b80@redhat.com)
+and Peter Xu's variant "increase the hpage mapcount only when hstate pXd ... being populated
+(no matter as leaf or a non-leaf), and ... decreased when the pXd entry is removed" (T20)
+are the same rule; James's "#3" (T21).
+
+The count moves on ``EV_HSTATE_POPULATED`` / ``EV_HSTATE_CLEARED`` only: the core emits them
+when the hstate-level entry goes none → present (a leaf, or a table on the way to a smaller
+leaf) and back (the leaf is cleared, or the subtree's page table is freed).  The caveat the
+thread names is visible: "a piece of a page that is legitimately unmapped can still have a
+positive page_mapcount()" (T12) — every subpage of a folio with one 4 KiB piece mapped
+reports 1.  Only head fields are written, so HVO stays; collapse is free.
+"""
+from __future__ import annotations
+
+from .._jit import njit
+from ..core import (EV_FOLIO_ALLOC, EV_HSTATE_CLEARED, EV_HSTATE_POPULATED, EV_PAGECACHE_ADD,
+                    EV_PAGECACHE_DEL, EV_SET)
+from .base import Scheme, guarded_increments, wrap_counter
+
+
+@njit
+def _apply_hstate_present(kind, shift, count, pfn, folio, folio_shift, page_shift, guard, bits,
+                          refcount, entire, wrapped, out):
+    int_max = (1 << (bits - 1)) - 1
+    leaves = 0
+    for e in range(kind.shape[0]):
+        k = kind[e]
+        f = folio[e]
+        n = count[e]
+        if k == EV_SET:
+            leaves += n
+        elif k == EV_HSTATE_POPULATED:
+            ok = guarded_increments(refcount[f], n, guard, bits)
+            if ok < n:
+                out[0] = 1
+                out[1] = leaves
+                out[2] = f
+                out[3] = refcount[f]
+                return
+            if refcount[f] + n > int_max or entire[f] + n > int_max:
+                wrapped[f] = 1
+            refcount[f] = wrap_counter(refcount[f] + n, bits)
+            entire[f] = wrap_counter(entire[f] + n, bits)
+        elif k == EV_HSTATE_CLEARED:
+            refcount[f] = wrap_counter(refcount[f] - n, bits)
+            entire[f] = wrap_counter(entire[f] - n, bits)
+        elif k == EV_PAGECACHE_ADD:
+            refcount[f] = wrap_counter(refcount[f] + n, bits)
+        elif k == EV_PAGECACHE_DEL:
+            refcount[f] = wrap_counter(refcount[f] - n, bits)
+        elif k == EV_FOLIO_ALLOC:
+            refcount[f] = 0
+            entire[f] = -1
+            wrapped[f] = 0
+    out[1] = leaves
+
+
+class HstatePresent(Scheme):
+    name = "hstate_present"
+    supports_hgm = True
+    source = "HGM RFC v1; T10 (David), T12 (James), T20 (Peter), T21"
+    _apply = staticmethod(_apply_hstate_present)
