@@ -48,6 +48,9 @@ MODE_FAULT = 2     # hugetlb_fault: the size of the first none entry found
 
 F_NO_HSTATE_EVENTS = 1  # collapse: the hstate-level entry never becomes none
 
+INJECT_AFTER_ALLOC = 1  # fail after the page tables are allocated, before the entry is set
+INJECT_AT_LOOKUP = 2    # fail at the page-cache lookup, before the walk
+
 # ---- event kinds --------------------------------------------------------------------------
 EV_SET = 1                 # set_huge_pte_at: count leaves of 1 << shift from addr, pfns from pfn
 EV_CLEAR = 2               # huge_ptep_get_and_clear: same fields
@@ -474,7 +477,8 @@ def _largest_shift(g, addr, b, hs, min_shift):
 
 @njit
 def install_range(P, E, g, pgd, mm, vstart, vpgoff, hs, hl, min_shift, pc, fpfn,
-                  a, b, mode, fixed_shift, max_leaves, share_base, share_cand, flags, res):
+                  a, b, mode, fixed_shift, max_leaves, share_base, share_cand, flags, res,
+                  inject=0):
     """Install leaves over ``[a, b)`` of one VMA, piece by piece, stopping at the first error.
 
     Models the loop of ``mfill_atomic_hugetlb`` with ``hugetlb_alloc_largest_pte`` (HGM v2
@@ -482,6 +486,12 @@ def install_range(P, E, g, pgd, mm, vstart, vpgoff, hs, hl, min_shift, pc, fpfn,
     one-address walk of ``hugetlb_fault`` → ``hugetlb_full_walk_alloc(target 0)`` →
     ``hugetlb_no_page`` (v2 24/46).  The page-cache lookup comes before the walk (James's
     remedy, T14), so a piece that fails changes nothing; pieces before it stay.
+
+    ``inject`` (error injection, the first piece only): ``INJECT_AFTER_ALLOC`` fails the piece
+    with -EFAULT after its page tables were allocated and before its entry is set, leaving
+    the tables as the kernel would (Mike Kravetz's concern, T13; v2's order: walk, then
+    page-cache lookup); ``INJECT_AT_LOOKUP`` fails it at the lookup before the walk (James's
+    remedy, T14: nothing is allocated).
 
     ``res`` (int64[4]) receives bytes done, leaves installed, the failing address, and the
     shift of the last leaf.  Returns OK, -EEXIST, -EFAULT, or a NEED_* code (nothing done
@@ -520,7 +530,7 @@ def install_range(P, E, g, pgd, mm, vstart, vpgoff, hs, hl, min_shift, pc, fpfn,
         folio = -1
         if hidx < pc.shape[0]:
             folio = pc[hidx]
-        if folio < 0:
+        if folio < 0 or (inject == INJECT_AT_LOOKUP and done == 0):
             res[2] = addr
             return -EFAULT
         hbase = addr & ~(hsize - 1)
@@ -645,6 +655,9 @@ def install_range(P, E, g, pgd, mm, vstart, vpgoff, hs, hl, min_shift, pc, fpfn,
             meta[M_NEV] = emark
             res[2] = addr
             return failed
+        if inject == INJECT_AFTER_ALLOC and done == 0:
+            res[2] = addr
+            return -EFAULT      # the tables allocated on the way stay, as in the kernel
         pfn_at = fpfn[folio] + ((addr & ~((1 << ts) - 1)) - hbase >> page_shift)
         if lvl == hl and (flags & F_NO_HSTATE_EVENTS) == 0:
             emit(E, meta, g, EV_HSTATE_POPULATED, mm, hbase, hs, 1, fpfn[folio], folio)

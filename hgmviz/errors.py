@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno as _errno
 
 __all__ = [
-    "SimError", "SigBus", "SigSegv", "UserfaultPending", "PartialProgress", "ProcessExited",
+    "SimError", "SigBus", "StateKept", "SigSegv", "UserfaultPending", "PartialProgress", "ProcessExited",
     "Unsupported", "syscall_error", "VM_FAULT_OOM", "VM_FAULT_SIGBUS", "VM_FAULT_NOPAGE",
     "errno_name",
 ]
@@ -81,6 +81,13 @@ class PartialProgress(OSError):
         super().__init__(_errno.EAGAIN, "mapped %d bytes, then: %s" % (mapped, cause))
         self.mapped = mapped
         self.cause = cause
+
+
+class StateKept(OSError):
+    """An injected error on a path where the kernel does not undo what it did.
+
+    The operation failed with ``errno``, but (as in the kernel) the page tables allocated
+    before the failure stay; the accounting saw whatever events happened first."""
 
 
 def errno_name(code: int) -> str:

@@ -33,7 +33,7 @@ import numpy as np
 
 from . import core
 from .core import PageTablePool
-from .errors import (PartialProgress, ProcessExited, SigBus, SigSegv, Unsupported,
+from .errors import (PartialProgress, ProcessExited, SigBus, SigSegv, StateKept, Unsupported,
                      UserfaultPending, syscall_error)
 from .geometry import get_geometry, get_kernel_profile
 from .schemes import SchemeRefusal, get_scheme_class
@@ -373,7 +373,7 @@ class Machine:
     """
 
     def __init__(self, nr_hugepages=None, geometry="x86_64", scheme="mainline", guard=None,
-                 errors="proposed", kernel="6.2", hvo=False):
+                 errors="proposed", kernel="6.2", hvo=False, count_at="alloc", lookup_first=True):
         self.geometry = g = get_geometry(geometry)
         self.kernel = get_kernel_profile(kernel)
         scheme_cls = get_scheme_class(scheme)
@@ -416,7 +416,15 @@ class Machine:
         self._nr_hugepages = counts
         self._resv = [0] * len(g.hstates)
         self._g = np.array([g.page_shift, g.bits_per_level, g.levels, 0], dtype=np.int64)
-        self.scheme = scheme_cls(g, np.array(shifts, dtype=np.int64), self._folio_pfn, guard=guard)
+        if count_at not in ("alloc", "set"):
+            raise ValueError("count_at must be 'alloc' or 'set', not %r" % (count_at,))
+        if not isinstance(lookup_first, bool):
+            raise TypeError("lookup_first must be True or False, not %r" % (lookup_first,))
+        self.count_at = count_at
+        self.lookup_first = lookup_first
+        self._inject = None
+        self.scheme = scheme_cls(g, np.array(shifts, dtype=np.int64), self._folio_pfn, guard=guard,
+                                 **({"count_at": count_at} if scheme_cls.has_count_at else {}))
         self.pt = PageTablePool(g.PTRS_PER_TABLE)
         self._files = {}
         self._file_handles = {}
@@ -456,8 +464,8 @@ class Machine:
         self.call_path = []
         try:
             result = fn(*args)
-        except PartialProgress:
-            # the kernel keeps what it mapped before the failing piece
+        except (PartialProgress, StateKept):
+            # the kernel keeps what it mapped before the failing piece / its error path left
             self._commit(counters)
             raise
         except BaseException:
@@ -536,6 +544,19 @@ class Machine:
             self._warned_sign = True
             warnings.warn("WARN_ON_ONCE(folio_ref_count(folio) <= 0): folio %d has refcount %d"
                           % (refusal.folio, refusal.refcount), RuntimeWarning, stacklevel=5)
+
+    def inject(self, point="pagecache_vanish"):
+        """Arm a one-shot error for the next UFFDIO_CONTINUE's first piece.
+
+        ``"pagecache_vanish"``: the page leaves the page cache while UFFDIO_CONTINUE runs
+        (T13/T14).  With ``lookup_first=False`` (v2's order: walk and allocate, then look the
+        page up) the error comes after the page tables were allocated, and they stay — the
+        operation raises :class:`~hgmviz.errors.StateKept`.  With ``lookup_first=True``
+        (James's remedy) the lookup fails before the walk and nothing changes (EFAULT).
+        """
+        if point != "pagecache_vanish":
+            raise ValueError("unknown injection point %r; allowed: 'pagecache_vanish'" % (point,))
+        self._inject = point
 
     # =================================================================================
     # Lookups
@@ -1279,10 +1300,16 @@ class Machine:
                            "hugetlb_add_file_rmap"]
         status = [0, 0, 0]
 
+        inject = 0
+        if self._inject is not None:
+            self._inject = None
+            inject = core.INJECT_AT_LOOKUP if self.lookup_first else core.INJECT_AFTER_ALLOC
+
         def run(limit):
             code = self._kcall(core.install_range, self._g, mm.pgd, mm.pid, vma.start, vma.pgoff,
                                h.shift, h.level, min_shift, st.pc, self._folio_pfn, addr, end,
-                               mode, piece_shift, limit, 0, self._empty_share, 0, self._res)
+                               mode, piece_shift, limit, 0, self._empty_share, 0, self._res,
+                               inject)
             status[:] = [code, int(self._res[0]), int(self._res[2])]
             return status[1]
 
@@ -1297,9 +1324,14 @@ class Machine:
         elif code == -core.EEXIST:
             cause = syscall_error(errno.EEXIST, "UFFDIO_CONTINUE: %#x is already mapped (or mapped "
                                   "by a larger or smaller entry at that level)" % fail_at)
+        elif code == -core.EFAULT and inject == core.INJECT_AFTER_ALLOC:
+            raise StateKept(errno.EFAULT, "EFAULT: UFFDIO_CONTINUE: injected: the page for %#x "
+                            "left the page cache after the page tables were allocated; the "
+                            "tables stay (v2's order: walk first, then look the page up)" % fail_at)
         elif code == -core.EFAULT:
             cause = syscall_error(errno.EFAULT, "UFFDIO_CONTINUE: the page for %#x is not in the "
-                                  "page cache (filemap_lock_hugetlb_folio failed)" % fail_at)
+                                  "page cache (filemap_lock_hugetlb_folio failed)%s"
+                                  % (fail_at, " [injected]" if inject else ""))
         elif code != 0:
             cause = syscall_error(-code, "UFFDIO_CONTINUE failed at %#x" % fail_at)
         else:

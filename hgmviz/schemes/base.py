@@ -78,6 +78,7 @@ class Scheme:
     name = "base"
     supports_hgm = False
     writes_tail_pages = False
+    has_count_at = False
     source = ""
 
     def __init__(self, geometry, folio_shift: np.ndarray, folio_pfn: np.ndarray, guard=None):

@@ -26,17 +26,32 @@ from .base import Scheme, guarded_increments, wrap_counter
 
 
 @njit
-def _apply_hstate_present(kind, shift, count, pfn, folio, folio_shift, page_shift, guard, bits,
-                          refcount, entire, wrapped, out):
+def _apply_hstate_present(kind, mm, addr, shift, count, pfn, folio, folio_shift, page_shift,
+                          guard, bits, count_at_set, refcount, entire, wrapped, out):
     int_max = (1 << (bits - 1)) - 1
     leaves = 0
+    pend_mm = -1
+    pend_lo = 0
+    pend_hi = 0
     for e in range(kind.shape[0]):
         k = kind[e]
         f = folio[e]
         n = count[e]
+        take = False
         if k == EV_SET:
             leaves += n
+            if count_at_set and mm[e] == pend_mm and addr[e] >= pend_lo and addr[e] < pend_hi:
+                take = True          # the first leaf under an hstate entry made present
+                pend_mm = -1
+                n = 1
         elif k == EV_HSTATE_POPULATED:
+            if count_at_set:
+                pend_mm = mm[e]
+                pend_lo = addr[e]
+                pend_hi = addr[e] + (1 << shift[e])
+            else:
+                take = True
+        if take:
             ok = guarded_increments(refcount[f], n, guard, bits)
             if ok < n:
                 out[0] = 1
@@ -63,7 +78,30 @@ def _apply_hstate_present(kind, shift, count, pfn, folio, folio_shift, page_shif
 
 
 class HstatePresent(Scheme):
+    """``count_at="alloc"``: count when the walk makes the hstate-level entry present (as a
+    table or a leaf) — the rule's definition.  ``count_at="set"``: count when the first leaf
+    under an entry the walk reported "made present" is set (James's flag passed up through
+    ``hugetlb_walk_step`` → ``hugetlb_hgm_walk``, T14).  An error between the allocation and
+    the set then loses the increment for good (the entry is present, so no later walk
+    reports "made present"): the audit shows it, unless the page-cache lookup comes first
+    (``lookup_first=True``)."""
+
     name = "hstate_present"
     supports_hgm = True
+    has_count_at = True
     source = "HGM RFC v1; T10 (David), T12 (James), T20 (Peter), T21"
-    _apply = staticmethod(_apply_hstate_present)
+
+    def __init__(self, geometry, folio_shift, folio_pfn, guard=None, count_at="alloc"):
+        super().__init__(geometry, folio_shift, folio_pfn, guard)
+        self.count_at = count_at
+
+    def fresh(self, guard=None):
+        # the audit's truth is the rule's definition: one count per present hstate entry
+        return type(self)(self.geometry, self.folio_shift, self.folio_pfn, guard=guard,
+                          count_at="alloc")
+
+    def _run(self, ev, c, out):
+        _apply_hstate_present(ev["kind"], ev["mm"], ev["addr"], ev["shift"], ev["count"],
+                              ev["pfn"], ev["folio"], self.folio_shift, self.geometry.page_shift,
+                              self._guard_code(), self.bits, self.count_at == "set",
+                              c["refcount"], c["entire"], c["wrapped"], out)
