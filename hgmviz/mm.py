@@ -361,6 +361,14 @@ class Process:
         """``/proc/pid/pagemap`` for the page at ``addr``: None if not present."""
         return self._m._pagemap(self, addr)
 
+    def smaps_hugetlb(self, addr) -> dict:
+        """The hugetlb lines of ``/proc/pid/smaps`` for the VMA holding ``addr``.
+
+        ``smaps_hugetlb_range`` as HGM v1 21/46 changed it: once per leaf of any size,
+        ``if (mapcount >= 2) shared_hugetlb += hugetlb_pte_size(hpte); else private_hugetlb
+        += ...`` with ``mapcount = page_mapcount(page)`` of the leaf's first page."""
+        return self._m._smaps_hugetlb(self, addr)
+
 
 class Machine:
     """A simulated machine: hugetlb pool, files, processes, page tables, one scheme.
@@ -1392,6 +1400,26 @@ class Machine:
         fid = int(core.pfn_to_folio(self._fl, pfn))
         return PagemapEntry(pfn, Folio(self, fid), pfn - int(self._folio_pfn[fid]), sh)
 
+    def _smaps_hugetlb(self, proc, addr):
+        mm = self._mm(proc)
+        vma = self._find_vma(mm, _check_int("addr", addr))
+        if vma is None:
+            raise ValueError("no VMA at %#x" % addr)
+        n = max(16, (vma.end - vma.start) >> self.geometry.page_shift)
+        oa, osh, op, ot = (np.zeros(n, np.int64) for _ in range(4))
+        seen = np.zeros(self.pt.capacity, np.int32)
+        k = core.collect_leaves(self.pt.P, self._g, mm.pgd, vma.start, vma.end, seen, 1, oa, osh, op, ot)
+        shared = private = 0
+        for j in range(k):
+            pfn = int(op[j])
+            fid = int(core.pfn_to_folio(self._fl, pfn))
+            mc = self.scheme.page_mapcount(fid, pfn - int(self._folio_pfn[fid]))
+            if mc >= 2:
+                shared += 1 << int(osh[j])
+            else:
+                private += 1 << int(osh[j])
+        return {"Shared_Hugetlb": shared >> 10, "Private_Hugetlb": private >> 10}
+
     def snapshot(self):
         """A complete copy of the state (page tables, counters, files, processes)."""
         return {"pt": self.pt.snapshot(), "scheme": self.scheme.snapshot(), "py": self._save(),
@@ -1427,8 +1455,10 @@ class Machine:
         top = pt.fstack[:nfree]
         hsh.update(top[top < (used.max() + 1 if used.size else 1)].tobytes())
         for k in sorted(self.scheme.counters):
+            v = self.scheme.counters[k]
             hsh.update(k.encode())
-            hsh.update(self.scheme.counters[k].tobytes())
+            hsh.update(v.tobytes() if isinstance(v, np.ndarray) else repr(sorted(v.items()) if
+                                                                           isinstance(v, dict) else v).encode())
         for a in (self._folio_used, self._folio_file, self._folio_index):
             hsh.update(a.tobytes())
         for fid in sorted(self._files):
