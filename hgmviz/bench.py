@@ -94,7 +94,97 @@ def bench_cold_start(quick: bool):
              "import numpy+numba %.2f s" % base, best / base)]
 
 
-BENCHMARKS = [bench_map, bench_cold_start]
+def scale_run(guard: str = "int_max_half", kernel: str = "6.2", procs: int = 64) -> dict:
+    """Map one 1 GiB folio fully at 4 KiB, VMA after VMA, until the guard refuses or the
+    refcount wraps (per_piece, x86-64), spreading the VMAs over ``procs`` processes as
+    David's "~64 processes with 64k VMAs" (T10).  Returns counts, time and peak RSS."""
+    import resource
+
+    import hgmviz as hv
+    m = hv.Machine(nr_hugepages={GIB: 1}, scheme="per_piece", guard=guard, kernel=kernel)
+    f = m.memfd_create(size=GIB, hstate=GIB)
+    f.fallocate(0, GIB)
+    folio = f.folio_at(0)
+    ps = [m.spawn() for _ in range(procs)]
+    m.pt.reserve_tables(4100 * 514 + 64 * procs)
+    full = extra = 0
+    outcome = None
+    t = time.perf_counter()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        while outcome is None:
+            p = ps[full % procs]
+            a = p.mmap(f, GIB)
+            p.madvise(a, GIB, hv.MADV_SPLIT)
+            p.uffdio_register(a, GIB, mode="minor")
+            try:
+                p.uffdio_continue_batch(a, GIB, PAGE)
+                full += 1
+                if guard is None and folio.wrapped:
+                    outcome = "wrapped"
+            except hv.PartialProgress as e:
+                extra = e.mapped // PAGE
+                outcome = "refused"
+            except OSError:
+                outcome = "refused"
+    dt = time.perf_counter() - t
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"full_mappings": full, "extra_pieces": extra, "refcount": folio.refcount,
+            "outcome": outcome, "seconds": dt, "leaves": full * (GIB // PAGE) + extra,
+            "peak_rss_bytes": rss}
+
+
+def bench_scale(quick: bool):
+    rows = []
+    fill = _subprocess("import numpy as np, time, resource; a = np.zeros(1 << 30, np.int32); "
+                       "t = time.perf_counter(); a[:] = 3; dt = time.perf_counter() - t; "
+                       "print(dt, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)", {})
+    fill_s, fill_rss = (float(x) for x in fill.split())
+    for guard in ("int_max_half", "sign"):
+        r = json.loads(_subprocess("import json; from hgmviz.bench import scale_run; "
+                                   "print(json.dumps(scale_run(%r)))" % guard, {}))
+        label = ("scale: per_piece 1 GiB at 4 KiB, VMA after VMA to the %s guard "
+                 "(%d full + %d pieces, refcount %d)" % (guard, r["full_mappings"],
+                                                         r["extra_pieces"], r["refcount"]))
+        rows.append((label, r["seconds"], "s", "<= 5", "numpy fill of 2^30 int32 %.2f s" % fill_s,
+                     r["seconds"] / fill_s))
+        rows.append(("  peak RSS of that run", r["peak_rss_bytes"] / GIB, "GiB", "<= 6",
+                     "numpy 2^30 int32 %.2f GiB" % (fill_rss / GIB), r["peak_rss_bytes"] / fill_rss))
+        if quick:
+            break
+    return rows
+
+
+def collapse_time(scheme: str, repeats: int = 3) -> float:
+    """Seconds for MADV_COLLAPSE of a 1 GiB folio fully mapped at 4 KiB (best of repeats)."""
+    import hgmviz as hv
+    m = hv.Machine(nr_hugepages={GIB: 1}, scheme=scheme)
+    f = m.memfd_create(size=GIB, hstate=GIB)
+    f.fallocate(0, GIB)
+    p = m.spawn()
+    best = float("inf")
+    for _ in range(repeats + 1):
+        a = p.mmap(f, GIB)
+        p.madvise(a, GIB, hv.MADV_SPLIT)
+        p.uffdio_register(a, GIB, mode="minor")
+        p.uffdio_continue_batch(a, GIB, PAGE)
+        t = time.perf_counter()
+        p.madvise(a, GIB, hv.MADV_COLLAPSE)
+        best = min(best, time.perf_counter() - t)
+        p.munmap(a, GIB)
+    return best
+
+
+def bench_collapse(quick: bool):
+    times = {s: collapse_time(s, 1 if quick else 3)
+             for s in ("per_piece", "thp_like", "hstate_present", "subtree_counted")}
+    base = times["per_piece"]
+    return [("MADV_COLLAPSE 4K-mapped 1 GiB -> 1 GiB, %s" % s, t * 1e3, "ms", "-",
+             "per_piece %.1f ms" % (base * 1e3), t / base) for s, t in times.items()]
+
+
+BENCHMARKS = [bench_map, bench_cold_start, bench_collapse, bench_scale]
 
 
 def machine_line() -> str:

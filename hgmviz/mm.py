@@ -24,7 +24,6 @@ allocating it, the simulator does not (the HGM schemes' error-injection points m
 """
 from __future__ import annotations
 
-import copy
 import errno
 import warnings
 from dataclasses import dataclass, replace
@@ -451,8 +450,8 @@ class Machine:
     # Operation protocol: validate, journal, account, commit — or restore
     # =================================================================================
     def _save(self):
-        return (copy.deepcopy(self._files), {k: _MmState(v.pid, v.pgd, list(v.vmas), v.alive)
-                                              for k, v in self._mms.items()},
+        return ({k: replace(v, pc=v.pc.copy(), resv=v.resv.copy()) for k, v in self._files.items()},
+                {k: _MmState(v.pid, v.pgd, list(v.vmas), v.alive) for k, v in self._mms.items()},
                 self._folio_used.copy(), self._folio_file.copy(), self._folio_index.copy(),
                 list(self._resv), self._next_pid, self._next_file, dict(self._file_handles))
 
@@ -1430,7 +1429,8 @@ class Machine:
         self.pt.restore(snap["pt"])
         self.scheme.restore(snap["scheme"])
         s = snap["py"]
-        self._restore((copy.deepcopy(s[0]), {k: _MmState(v.pid, v.pgd, list(v.vmas), v.alive)
+        self._restore(({k: replace(v, pc=v.pc.copy(), resv=v.resv.copy()) for k, v in s[0].items()},
+                       {k: _MmState(v.pid, v.pgd, list(v.vmas), v.alive)
                                               for k, v in s[1].items()},
                        s[2].copy(), s[3].copy(), s[4].copy(), list(s[5]), s[6], s[7], dict(s[8])))
         self.version = snap["version"]
