@@ -144,9 +144,14 @@ def bench_scale(quick: bool):
     for guard in ("int_max_half", "sign"):
         r = json.loads(_subprocess("import json; from hgmviz.bench import scale_run; "
                                    "print(json.dumps(scale_run(%r)))" % guard, {}))
+        from .overflow import overflow_math
+        want = overflow_math(hstate=GIB, piece=PAGE, kernel="6.2", guard=guard)
+        agrees = (r["full_mappings"], r["extra_pieces"]) == (want["full_mappings"],
+                                                             want["extra_pieces"])
         label = ("scale: per_piece 1 GiB at 4 KiB, VMA after VMA to the %s guard "
-                 "(%d full + %d pieces, refcount %d)" % (guard, r["full_mappings"],
-                                                         r["extra_pieces"], r["refcount"]))
+                 "(%d full + %d pieces, refcount %d; overflow_math %s)"
+                 % (guard, r["full_mappings"], r["extra_pieces"], r["refcount"],
+                    "agrees" if agrees else "DISAGREES"))
         rows.append((label, r["seconds"], "s", "<= 5", "numpy fill of 2^30 int32 %.2f s" % fill_s,
                      r["seconds"] / fill_s))
         rows.append(("  peak RSS of that run", r["peak_rss_bytes"] / GIB, "GiB", "<= 6",
