@@ -1,0 +1,101 @@
+"""Every notebook under notebooks/ runs top to bottom without an error, and is committed output-free.
+
+Notebooks run headless with nbclient (kernel ``python3``, the interpreter running pytest), in their own
+folder, one fresh kernel each. nbformat and nbclient are imported inside the functions: importing them
+costs about 2 s (jsonschema builds a grammar), which a run that deselects these tests should not pay.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK_DIR = ROOT / "notebooks"
+CELL_TIMEOUT = 600  # seconds per cell
+KERNEL_NAME = "python3"
+
+
+def find_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
+    """All committed-style notebooks under ``folder``, recursively, without Jupyter's checkpoints."""
+    return sorted(
+        p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.relative_to(folder).parts
+    )
+
+
+def read_notebook(path: Path):
+    """The notebook at ``path`` as an nbformat v4 NotebookNode."""
+    import nbformat
+
+    return nbformat.read(path, as_version=4)
+
+
+def execute_notebook(path: Path):
+    """Run ``path`` in a fresh kernel from its own folder; raise CellExecutionError on the first error."""
+    from nbclient import NotebookClient
+
+    nb = read_notebook(path)
+    client = NotebookClient(
+        nb,
+        kernel_name=KERNEL_NAME,
+        timeout=CELL_TIMEOUT,
+        resources={"metadata": {"path": str(path.parent)}},
+        allow_errors=False,
+    )
+    client.execute()
+    return nb
+
+
+def output_problems(nb) -> list[str]:
+    """What makes a notebook not output-free (empty when it is clean)."""
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        if cell.get("outputs"):
+            problems.append(f"cell {i}: has {len(cell.outputs)} output(s)")
+        if cell.get("execution_count") is not None:
+            problems.append(f"cell {i}: execution_count is {cell.execution_count}, not None")
+    if "widgets" in nb.metadata:
+        problems.append("notebook metadata holds saved widget state")
+    return problems
+
+
+NOTEBOOKS = find_notebooks()
+IDS = [str(p.relative_to(NOTEBOOK_DIR)) for p in NOTEBOOKS]
+
+
+@pytest.fixture(autouse=True)
+def _kernel_uses_this_python(monkeypatch):
+    # The python3 kernelspec that ipykernel installs into a venv starts "python" from PATH: put this
+    # interpreter's folder first so the kernel imports the same hgmviz as the tests, even unactivated.
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+
+
+def test_tour_exists():
+    assert (NOTEBOOK_DIR / "00-tour.ipynb") in NOTEBOOKS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_is_output_free(path):
+    import nbformat
+
+    nb = read_notebook(path)
+    nbformat.validate(nb)
+    problems = output_problems(nb)
+    assert not problems, f"{path.name} must be committed without outputs:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_runs(path):
+    from nbclient.exceptions import CellExecutionError
+
+    try:
+        nb = execute_notebook(path)
+    except CellExecutionError as e:  # nbclient's message already shows the cell and the traceback
+        pytest.fail(f"{path.name} failed:\n{e}", pytrace=False)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
