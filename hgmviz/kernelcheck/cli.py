@@ -1,0 +1,182 @@
+"""``hgmviz kernel-check``: run the scenarios on this kernel and in the simulator, compare.
+
+Usage::
+
+    hgmviz kernel-check [--scenario NAME ...] [--json] [--list] [--against simulator|rules]
+                        [--touch vm|mem|cpu] [--verbose]
+
+Prints one row per step: scenario, step, what the kernel showed, what the simulator showed
+(or, with ``--against rules``, what the rules in domain.md section 2 predict), and whether
+they agree.  A cell reads ``outcome | probe=mapcount ... | free±n rsvd±n``: ``-`` is "not
+mapped in that process", a single number is the mapcount of head, probed page and last page
+alike (``h1/p2/l1`` when they differ), and the pool numbers are changes since the scenario
+started.
+
+Exit status: 0 when every step of every scenario agrees; 1 when something disagrees; 2 when
+nothing disagrees but some scenario could not run (the reason is printed: not root, no 1 GiB
+pages, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+
+from .runner import LiveWorld, Row, SimWorld, compare_runs, rules_rows, run_scenario
+from .scenarios import SCENARIOS, get_scenario
+
+__all__ = ["main", "run_check"]
+
+
+def run_check(names=None, against: str = "simulator", touch: str = "vm") -> dict:
+    """Run the check and return the JSON-able report (also what ``--json`` prints)."""
+    scenarios = [get_scenario(n) for n in names] if names else list(SCENARIOS)
+    live = LiveWorld(touch_method=touch)
+    sim = SimWorld() if against == "simulator" else None
+    report = {"kernel": platform.release(), "machine": platform.machine(),
+              "against": against, "touch": touch, "scenarios": []}
+    t0 = time.monotonic()
+    for sc in scenarios:
+        krun = run_scenario(live, sc)
+        if krun.status == "skipped":      # nothing to compare: say why, once
+            srun = None
+            rows = [Row(sc.name, 0, "(scenario)", "skipped (see below)", "(not run)",
+                        False, [("status", "skipped: %s" % krun.reason, "not run")])]
+        elif sim is not None:
+            srun = run_scenario(sim, sc)
+            rows = compare_runs(sc, krun, srun)
+        else:
+            srun = None
+            rows = rules_rows(sc, krun)
+        report["scenarios"].append({
+            "name": sc.name, "title": sc.title, "rule": sc.rule,
+            "kernel": krun.as_dict(), "simulator": srun.as_dict() if srun else None,
+            "rows": [r.as_dict() for r in rows],
+            "agree": all(r.agree for r in rows),
+            "could_not_run": krun.status != "ran" or (srun is not None and srun.status != "ran"),
+        })
+    report["seconds"] = round(time.monotonic() - t0, 3)
+    disagree = [s["name"] for s in report["scenarios"]
+                if not s["agree"] and not s["could_not_run"]]
+    not_run = [s["name"] for s in report["scenarios"] if s["could_not_run"]]
+    report["summary"] = {"scenarios": len(scenarios), "disagree": disagree, "not_run": not_run,
+                         "agree": len(scenarios) - len(disagree) - len(not_run)}
+    report["exit_code"] = 1 if disagree else 2 if not_run else 0
+    return report
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(header)]
+    fmt = "  ".join("%%-%ds" % w for w in widths)
+    out = [fmt % tuple(header), fmt % tuple("-" * w for w in widths)]
+    out.extend(fmt % tuple(r) for r in rows)
+    return "\n".join(line.rstrip() for line in out)
+
+
+def format_report(report: dict, verbose: bool = False) -> str:
+    other = "simulator" if report["against"] == "simulator" else "rules"
+    lines = ["hgmviz kernel-check: Linux %s %s, %d scenarios, kernel vs %s (touch: %s)"
+             % (report["kernel"], report["machine"], len(report["scenarios"]), other,
+                report["touch"]), ""]
+    rows = []
+    for sc in report["scenarios"]:
+        for r in sc["rows"]:
+            step = "%d. %s" % (r["step"], r["description"]) if r["step"] else r["description"]
+            rows.append([sc["name"], step, r["kernel"], r["simulator"],
+                         "yes" if r["agree"] else "skip" if sc["could_not_run"] else "NO"])
+    lines.append(_table(rows, ["scenario", "step", "kernel", other, "agree"]))
+    lines.append("")
+    notes = []
+    for sc in report["scenarios"]:
+        if sc["could_not_run"]:
+            continue
+        for r in sc["rows"]:
+            if r["agree"] and not verbose:
+                continue
+            for d in r["diffs"]:
+                notes.append("%s, step %d (%s): %s: kernel %s, %s %s"
+                             % (sc["name"], r["step"], r["description"], d["observable"],
+                                d["kernel"], other, d["simulator"]))
+    if notes:
+        lines.append("Disagreements and problems:")
+        lines.extend("  " + n for n in notes)
+        lines.append("")
+    warns = ["%s (%s): %s" % (sc["name"], side, w) for sc in report["scenarios"]
+             for side in ("kernel", "simulator") if sc.get(side)
+             for w in sc[side].get("warnings", [])]
+    if warns:
+        lines.append("Warnings:")
+        lines.extend("  " + w for w in warns)
+        lines.append("")
+    s = report["summary"]
+    reasons = {}
+    for sc in report["scenarios"]:
+        if sc["could_not_run"]:
+            why = sc["kernel"]["reason"] or (sc["simulator"] or {}).get("reason", "")
+            reasons.setdefault(why, []).append(sc["name"])
+    if reasons:
+        lines.append("Could not run:")
+        for why, names in reasons.items():
+            lines.append("  %s: %s" % (", ".join(names), why))
+        lines.append("")
+    lines.append("%d of %d scenarios agree%s%s (%.1f s)" % (
+        s["agree"], s["scenarios"],
+        "; disagree: " + ", ".join(s["disagree"]) if s["disagree"] else "",
+        "; could not run: " + ", ".join(s["not_run"]) if s["not_run"] else "",
+        report["seconds"]))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="hgmviz kernel-check",
+        description="Run hugetlb scenarios on the running kernel (root) and in the simulator, "
+                    "and compare mapcounts, outcomes and the hugetlb pool step by step.")
+    ap.add_argument("--scenario", action="append", metavar="NAME",
+                    help="run only this scenario (repeatable); see --list")
+    ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    ap.add_argument("--json", action="store_true", help="print the full report as JSON")
+    ap.add_argument("--against", choices=("simulator", "rules"), default="simulator",
+                    help="compare the kernel with the simulator (default) or with the rules "
+                         "the scenarios state")
+    ap.add_argument("--touch", choices=("vm", "mem", "cpu"), default="vm",
+                    help="how memory is touched: process_vm_writev from a prober (default), "
+                         "/proc/pid/mem, or a CPU store in the process (unsafe for SIGBUS and "
+                         "userfault steps)")
+    ap.add_argument("--verbose", "-v", action="store_true",
+                    help="also list per-observable details of agreeing rows")
+    args = ap.parse_args(argv)
+    if args.list:
+        for sc in SCENARIOS:
+            need = []
+            if any(s == 1 << 30 for s in sc.nr_hugepages):
+                need.append("1 GiB pages")
+            if sc.userfaultfd:
+                need.append("userfaultfd")
+            if sc.exclusive:
+                need.append("exclusive pool")
+            print("%-28s %s%s" % (sc.name, sc.title, " [%s]" % ", ".join(need) if need else ""))
+        return 0
+    try:
+        names = args.scenario
+        if names:
+            for n in names:
+                get_scenario(n)
+    except KeyError as e:
+        print(str(e.args[0]), file=sys.stderr)
+        return 2
+    report = run_check(names, against=args.against, touch=args.touch)
+    if args.json:
+        json.dump(report, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(format_report(report, verbose=args.verbose))
+
+    return report["exit_code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

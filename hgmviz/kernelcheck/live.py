@@ -1,0 +1,959 @@
+"""The live driver: real processes, real hugetlb memfds, real page tables on the running kernel.
+
+Its objects mirror the simulator's scripting API so that one scenario drives both::
+
+    with LiveMachine(nr_hugepages={2 << 20: 8}) as m:       # root: reserves 8, restores at exit
+        f = m.memfd_create(size=8 << 20, hstate=2 << 20)    # memfd_create(MFD_HUGETLB|MFD_HUGE_2MB)
+        p = m.spawn()                                        # a real child process
+        a = p.mmap(f, length=4 << 20)                        # its start address, in that process
+        p.touch(a + 0x5000, write=True)                      # a fault ("How a touch is done")
+        p.kpagecount(a + 0x5000)                             # /proc/kpagecount of that page: 1
+
+How a process is run
+    Each process is a small Python interpreter running ``_worker.py`` (standard library and
+    ctypes only) that executes JSON requests from a SOCK_SEQPACKET socket; the memfd travels to it
+    by SCM_RIGHTS and is closed there right after mmap(), so the mapping's own file reference is
+    the only one it holds.  ``fork()`` forks that real process (the child inherits the mappings
+    and the userfaultfd state by the kernel's rules) and hands the child's socket back the same
+    way.  A refused syscall comes back as ``OSError(errno)``.
+
+How a touch is done (and why)
+    By default a separate *prober* process writes (or reads) one byte of the target's memory with
+    ``process_vm_writev()`` / ``process_vm_readv()``.  The kernel faults the page in through
+    ``get_user_pages_remote()`` -> ``handle_mm_fault()`` -> ``hugetlb_fault()`` in the target's mm,
+    exactly the handler a CPU access runs, so the page tables and mapcounts come out the same (the
+    test suite checks this against a real CPU store in the target, ``method="cpu"``).  Unlike a CPU
+    access it survives the two outcomes a Python process cannot:
+
+    * ``VM_FAULT_SIGBUS`` becomes ``EFAULT`` from the syscall instead of a SIGBUS that kills the
+      target: raised here as :class:`SigBus` (or :class:`SigSegv` when no VMA covers the address
+      or the VMA forbids the access).
+    * A fault userfaultfd must handle: GUP runs with ``FAULT_FLAG_ALLOW_RETRY``, so the prober
+      sleeps (killable) in ``handle_userfault()`` and the message lands on the userfaultfd.  Every
+      process that holds a userfaultfd watches it (``poll``) while the prober works; the message
+      turns into :class:`UserfaultPending` with ``.reason`` ``"missing"``, ``"minor"`` or ``"wp"``,
+      and the prober is killed, which abandons the fault without changing anything.
+
+    ``method="mem"`` (``pwrite`` to ``/proc/<pid>/mem``) is also available; it uses GUP without
+    ALLOW_RETRY, so a userfault fails at once with ``EIO`` and cannot be told from a SIGBUS.
+    That is why it is not the default.
+
+Safety
+    Only root can reserve pages; :class:`CannotRun` says why something cannot run and what would
+    make it run.  The machine takes a lock (one live check at a time on a host), starts a
+    *guardian* process that holds the original settings and the lock and writes the settings back
+    if this process dies without doing it (even by SIGKILL), and on ``close()`` / ``with`` exit /
+    SIGTERM / SIGHUP / Ctrl-C / interpreter exit it: ends every process it created (children
+    before parents; it is their child subreaper meanwhile, so orphans are reaped too), closes
+    every file, and restores ``nr_hugepages`` (and ``nr_overcommit_hugepages`` if it changed it)
+    for every hstate it touched.
+"""
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import errno as _errno
+import fcntl
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Iterable, Mapping
+
+from . import procfs
+
+__all__ = [
+    "LiveMachine", "LiveProcess", "LiveFile", "CannotRun", "SigBus", "SigSegv",
+    "UserfaultPending", "TouchTimeout", "check_can_run", "hstate_dir", "settings_snapshot",
+    "host_lock", "MADV_DONTNEED",
+]
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_worker.py")
+MADV_DONTNEED = 4
+MFD_HUGE_SHIFT = 26                  # include/uapi/linux/memfd.h
+UFFDIO_REGISTER_MODE = {"missing": 1, "wp": 2, "minor": 4}
+UFFD_FEATURE_EVENT_FORK = 1 << 1
+UFFD_FEATURE_MISSING_HUGETLBFS = 1 << 4
+UFFD_FEATURE_MINOR_HUGETLBFS = 1 << 9
+UFFD_FEATURE_WP_HUGETLBFS_SHMEM = 1 << 12
+UFFD_PAGEFAULT_FLAG_WRITE = 1
+UFFD_PAGEFAULT_FLAG_WP = 2
+UFFD_PAGEFAULT_FLAG_MINOR = 4
+PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
+CALL_TIMEOUT = 10.0
+TOUCH_TIMEOUT = 5.0
+
+
+# --- outcomes -------------------------------------------------------------------------------
+class CannotRun(RuntimeError):
+    """The live check cannot run here: ``why`` it cannot and ``fix``, what would make it run."""
+
+    def __init__(self, why: str, fix: str):
+        super().__init__("cannot run: %s; %s" % (why, fix))
+        self.why = why
+        self.fix = fix
+
+
+class SigBus(Exception):
+    """The fault handler returned VM_FAULT_SIGBUS (a CPU access would have got SIGBUS)."""
+
+    def __init__(self, address: int, why: str):
+        super().__init__("SIGBUS at %#x: %s" % (address, why))
+        self.address = address
+        self.why = why
+
+
+class SigSegv(Exception):
+    """No VMA covers the address, or the VMA does not allow the access."""
+
+    def __init__(self, address: int, why: str):
+        super().__init__("SIGSEGV at %#x: %s" % (address, why))
+        self.address = address
+        self.why = why
+
+
+class UserfaultPending(Exception):
+    """The fault was handed to userfaultfd; the faulting thread would sleep until resolved."""
+
+    def __init__(self, address: int, reason: str, flags: int):
+        super().__init__("userfaultfd %s fault at %#x (uffd_msg.pagefault.flags=%#x)"
+                         % (reason.upper(), address, flags))
+        self.address = address
+        self.reason = reason
+        self.flags = flags
+
+
+class TouchTimeout(TimeoutError):
+    """The touch neither finished nor produced a userfault message in time."""
+
+
+class ProcessGone(OSError):
+    def __init__(self, pid: int):
+        super().__init__(_errno.ESRCH, "process %d has exited" % pid)
+
+
+# --- settings -------------------------------------------------------------------------------
+def hstate_dir(size: int) -> str:
+    return os.path.join(procfs.HUGEPAGES_SYSFS, "hugepages-%dkB" % (size >> 10))
+
+
+def _fmt_size(size: int) -> str:
+    for unit, sh in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << sh and size % (1 << sh) == 0:
+            return "%d %s" % (size >> sh, unit)
+    return "%d B" % size
+
+
+def settings_snapshot() -> dict[str, str]:
+    """Every hugetlb pool setting the live check could touch, as the files read now."""
+    paths = ["/proc/sys/vm/nr_hugepages", "/proc/sys/vm/nr_overcommit_hugepages"]
+    try:
+        for name in sorted(os.listdir(procfs.HUGEPAGES_SYSFS)):
+            for k in ("nr_hugepages", "nr_overcommit_hugepages"):
+                paths.append(os.path.join(procfs.HUGEPAGES_SYSFS, name, k))
+    except OSError:
+        pass
+    out = {}
+    for p in paths:
+        try:
+            with open(p) as f:
+                out[p] = f.read().strip()
+        except OSError:
+            pass
+    return out
+
+
+def _read_int(path: str) -> int:
+    with open(path) as f:
+        return int(f.read().strip())
+
+
+def _persistent(path: str) -> int:
+    """What a write to ``path`` set: for nr_hugepages the pool without its surplus pages."""
+    if os.path.basename(path) == "nr_hugepages" and path.startswith(procfs.HUGEPAGES_SYSFS):
+        pool = procfs.read_hugepage_pools()[procfs.hstate_size_from_dirname(os.path.dirname(path))]
+        return pool.nr_hugepages - pool.surplus_hugepages
+    return _read_int(path)
+
+
+def _write(path: str, value) -> None:
+    with open(path, "w") as f:
+        f.write(str(value))
+
+
+def check_can_run(hstates: Iterable[int] = (), *, userfaultfd: bool = False) -> None:
+    """Raise :class:`CannotRun` unless the live check can run here with these hstates."""
+    if not sys.platform.startswith("linux"):
+        raise CannotRun("this is %s, not Linux: hugetlb memfds, /proc/<pid>/pagemap and "
+                        "/proc/kpagecount exist only on Linux" % sys.platform,
+                        "run it on a Linux machine")
+    if os.geteuid() != 0:
+        raise CannotRun("not root (euid %d): reserving hugetlb pages (nr_hugepages) and "
+                        "reading PFNs (/proc/<pid>/pagemap, /proc/kpagecount) need root"
+                        % os.geteuid(), "run it as root, e.g. with sudo")
+    if not os.path.isdir(procfs.HUGEPAGES_SYSFS):
+        raise CannotRun("this kernel has no hugetlb support (%s is missing)"
+                        % procfs.HUGEPAGES_SYSFS,
+                        "boot a kernel built with CONFIG_HUGETLBFS=y and CONFIG_HUGETLB_PAGE=y")
+    for path in ("/proc/kpagecount", "/proc/kpageflags"):
+        if not os.access(path, os.R_OK):
+            raise CannotRun("%s is not readable" % path,
+                            "use a kernel with CONFIG_PROC_PAGE_MONITOR=y and a readable /proc")
+    for size in hstates:
+        d = hstate_dir(size)
+        if not os.path.isdir(d):
+            have = ", ".join(_fmt_size(s) for s in sorted(procfs.read_hugepage_pools()))
+            fix = ("1 GiB pages need a CPU with pdpe1gb (x86-64) and a kernel that offers them"
+                   if size == 1 << 30 else "use a kernel/architecture that has this page size")
+            raise CannotRun("this kernel has no %s hstate (%s is missing; it offers: %s)"
+                            % (_fmt_size(size), d, have or "none"), fix)
+        if not os.access(os.path.join(d, "nr_hugepages"), os.W_OK):
+            raise CannotRun("%s/nr_hugepages is not writable" % d,
+                            "run as root with a writable /sys (not a read-only container mount)")
+    if userfaultfd:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        fd = libc.syscall(ctypes.c_long(323), ctypes.c_long(os.O_CLOEXEC))
+        if fd < 0:
+            e = ctypes.get_errno()
+            raise CannotRun("userfaultfd(2) failed: %s" % os.strerror(e),
+                            "use a kernel with CONFIG_USERFAULTFD=y (and run as root, or set "
+                            "vm.unprivileged_userfaultfd=1)")
+        os.close(fd)
+
+
+# --- lock -----------------------------------------------------------------------------------
+def _lock_path() -> str:
+    for d in ("/run/lock", "/run", tempfile.gettempdir()):
+        if os.path.isdir(d) and os.access(d, os.W_OK):
+            return os.path.join(d, "hgmviz-kernelcheck.lock")
+    return os.path.join(tempfile.gettempdir(), "hgmviz-kernelcheck.lock")
+
+
+def _acquire_lock(timeout: float) -> int:
+    path = _lock_path()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                try:
+                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                except OSError:
+                    holder = "?"
+                os.close(fd)
+                raise CannotRun("another live hgmviz kernel check holds %s (pid %s)"
+                                % (path, holder or "?"),
+                                "wait for it to finish (only one may change the hugetlb pool "
+                                "at a time)")
+            time.sleep(0.05)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+    return fd
+
+
+@contextlib.contextmanager
+def host_lock(timeout: float = 120.0):
+    """Hold the host-wide lock every :class:`LiveMachine` holds while it is open.
+
+    While it is held no LiveMachine (in any process) is open, so the hugetlb settings read then
+    are the machine's resting state: what tests compare before and after.  It yields the lock's
+    fd: ``LiveMachine(..., lock=fd)`` runs under it (for a caller that changes settings itself
+    around a machine).
+    """
+    fd = _acquire_lock(timeout)
+    try:
+        yield fd
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+
+# --- talking to a worker --------------------------------------------------------------------
+def _send(sock: socket.socket, obj, fds=()) -> None:
+    data = json.dumps(obj).encode()
+    if fds:
+        socket.send_fds(sock, [data], list(fds))
+    else:
+        sock.send(data)
+
+
+def _recv(sock: socket.socket, timeout: float | None):
+    if timeout is not None:
+        r, _, _ = select.select([sock], [], [], timeout)
+        if not r:
+            raise TimeoutError("no answer within %.1f s" % timeout)
+    data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 8)
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        raise EOFError
+    return json.loads(data), fds
+
+
+def _result(reply: dict, pid: int, what: str):
+    if "errno" in reply:
+        e = OSError(reply["errno"], "%s: %s" % (_errno.errorcode.get(reply["errno"], "?"),
+                                                reply.get("msg", what)))
+        if "mapped" in reply:
+            e.mapped = reply["mapped"]
+        raise e
+    if "error" in reply:
+        raise RuntimeError("worker %d failed in %s:\n%s" % (pid, what, reply["error"]))
+    return reply.get("ok")
+
+
+def _pidfd_wait(pidfd: int, timeout: float) -> bool:
+    r, _, _ = select.select([pidfd], [], [], timeout)
+    return bool(r)
+
+
+# --- objects --------------------------------------------------------------------------------
+class LiveFile:
+    """A hugetlb memfd held open by the driver (``struct file`` of a hugetlbfs inode)."""
+
+    def __init__(self, machine: "LiveMachine", fd: int, size: int, hstate: int, name: str):
+        self.machine = machine
+        self.fd = fd
+        self.size = size
+        self.hstate = hstate
+        self.name = name
+        self.closed = False
+
+    def close(self) -> None:
+        """close(2): the page cache goes when the last reference (fd or VMA) goes."""
+        if not self.closed:
+            self.closed = True
+            os.close(self.fd)
+
+    def ftruncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+        self.size = size
+
+    def __repr__(self):
+        return "<LiveFile %s fd=%d %s hstate=%s%s>" % (
+            self.name, self.fd, _fmt_size(self.size), _fmt_size(self.hstate),
+            " closed" if self.closed else "")
+
+
+class LiveProcess:
+    """A real process that executes the commands it receives."""
+
+    def __init__(self, machine, pid, sock, pidfd, popen=None, parent=None, role="process"):
+        self.machine = machine
+        self.pid = pid
+        self.sock = sock
+        self.pidfd = pidfd
+        self.popen = popen
+        self.parent = parent
+        self.role = role
+        self.alive = True
+        self.nuffd = 0
+        self.desync = False
+        self.fork_events: list[dict] = []
+        self.children: list[LiveProcess] = []
+
+    def __repr__(self):
+        return "<LiveProcess pid=%d%s>" % (self.pid, "" if self.alive else " exited")
+
+    # plumbing
+    def _check(self):
+        if not self.alive:
+            raise ProcessGone(self.pid)
+        if self.desync:
+            raise RuntimeError("pid %d was interrupted in the middle of a request; only "
+                               "kill() or the machine's close() can follow" % self.pid)
+
+    def _call(self, msg: dict, fds=(), timeout: float | None = CALL_TIMEOUT, want_fds=False):
+        self._check()
+        try:
+            _send(self.sock, msg, fds)
+            reply, got = _recv(self.sock, timeout)
+        except (EOFError, BrokenPipeError, ConnectionError):
+            self._reap(wait=1.0)
+            raise ProcessGone(self.pid) from None
+        except TimeoutError:
+            self.kill()
+            raise TimeoutError("pid %d did not answer %r within %.0f s, so it was killed"
+                               % (self.pid, msg.get("op"), timeout)) from None
+        except BaseException:             # Ctrl-C with a reply outstanding: out of step now
+            self.desync = True
+            raise
+        if "nuffd" in reply:
+            self.nuffd = reply["nuffd"]
+        if want_fds:
+            return reply, got
+        for fd in got:
+            os.close(fd)
+        return _result(reply, self.pid, msg.get("op", "?"))
+
+    # the scripting API
+    def mmap(self, f: LiveFile, length: int, offset: int = 0, shared: bool = True,
+             addr: int | None = None, noreserve: bool = False, prot: str = "rw") -> int:
+        """mmap(addr, length, prot, MAP_SHARED|..., f, offset); ``addr`` is MAP_FIXED_NOREPLACE."""
+        p = (1 if "r" in prot else 0) | (2 if "w" in prot else 0)
+        if f.closed:
+            raise OSError(_errno.EBADF, "EBADF: the file is closed")
+        return self._call({"op": "mmap", "length": length, "offset": offset, "shared": shared,
+                           "addr": addr, "noreserve": noreserve, "prot": p}, fds=[f.fd])
+
+    def munmap(self, addr: int, length: int) -> None:
+        self._call({"op": "munmap", "addr": addr, "length": length})
+
+    def madvise(self, addr: int, length: int, advice: int) -> None:
+        self._call({"op": "madvise", "addr": addr, "length": length, "advice": advice})
+
+    def uffdio_register(self, addr: int, length: int, mode: str = "missing",
+                        event_fork: bool = False) -> dict:
+        """userfaultfd(O_CLOEXEC|O_NONBLOCK) + UFFDIO_API + UFFDIO_REGISTER on a new context.
+
+        ``mode``: "missing", "minor", "wp" or a combination such as "missing|wp".  The API
+        features asked for follow the modes (MISSING_HUGETLBFS, MINOR_HUGETLBFS,
+        WP_HUGETLBFS_SHMEM) plus EVENT_FORK when ``event_fork``.
+        """
+        modes = [m.strip() for m in mode.replace(",", "|").split("|") if m.strip()]
+        bits = 0
+        features = UFFD_FEATURE_EVENT_FORK if event_fork else 0
+        for m in modes:
+            if m not in UFFDIO_REGISTER_MODE:
+                raise ValueError("unknown userfaultfd mode %r" % m)
+            bits |= UFFDIO_REGISTER_MODE[m]
+            features |= {"missing": UFFD_FEATURE_MISSING_HUGETLBFS,
+                         "minor": UFFD_FEATURE_MINOR_HUGETLBFS,
+                         "wp": UFFD_FEATURE_WP_HUGETLBFS_SHMEM}[m]
+        return self._call({"op": "uffd_register", "start": addr, "length": length,
+                           "mode": bits, "features": features})
+
+    def uffdio_continue(self, addr: int, length: int) -> int:
+        """UFFDIO_CONTINUE; partial progress raises OSError(EAGAIN) with ``.mapped``."""
+        return self._call({"op": "uffd_continue", "start": addr, "length": length})
+
+    def uffdio_writeprotect(self, addr: int, length: int, wp: bool = True) -> None:
+        self._call({"op": "uffd_writeprotect", "start": addr, "length": length, "wp": wp})
+
+    def uffdio_unregister(self, addr: int, length: int) -> None:
+        self._call({"op": "uffd_unregister", "start": addr, "length": length})
+
+    def touch(self, addr: int, write: bool = True, *, method: str | None = None) -> None:
+        """Access one byte at ``addr`` as this process (see the module docstring)."""
+        self._check()
+        method = method or self.machine.touch_method
+        if method == "cpu":
+            return self._cpu_touch(addr, write)
+        return self.machine._poke(self, addr, write, method)
+
+    def _cpu_touch(self, addr, write):
+        """A real CPU store/load in the target. Only for cases that neither SIGBUS nor block."""
+        try:
+            self._call({"op": "cpu_touch", "addr": addr, "write": write},
+                       timeout=TOUCH_TIMEOUT)
+        except ProcessGone:
+            raise SigBus(addr, "the process died during a CPU access") from None
+
+    def fork(self) -> "LiveProcess":
+        reply, fds = self._call({"op": "fork"}, want_fds=True)
+        ok = _result(reply, self.pid, "fork")
+        child_pid = ok["pid"]
+        sock = socket.socket(fileno=fds[0])
+        for fd in fds[1:]:
+            os.close(fd)
+        child = LiveProcess(self.machine, child_pid, sock, os.pidfd_open(child_pid),
+                            parent=self)
+        child.fork_events = ok.get("events", [])
+        self.children.append(child)
+        self.machine.processes.append(child)
+        return child
+
+    def exit(self, code: int = 0) -> None:
+        """exit(2); returns once the process is gone (its mm torn down)."""
+        self._check()
+        try:
+            _send(self.sock, {"op": "exit", "code": code})
+        except (BrokenPipeError, ConnectionError):
+            pass
+        self._reap(wait=5.0)
+
+    def kill(self) -> None:
+        if self.alive:
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._reap(wait=5.0)
+
+    def _reap(self, wait: float) -> None:
+        if not self.alive:
+            return
+        if not _pidfd_wait(self.pidfd, wait):
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            _pidfd_wait(self.pidfd, 5.0)
+        if self.popen is not None:
+            self.popen.wait(5.0)
+        else:
+            try:            # an orphan reparented to us (we are the child subreaper)
+                os.waitid(os.P_PIDFD, self.pidfd, os.WEXITED | os.WNOHANG)
+            except ChildProcessError:
+                pass
+        self.alive = False
+        for x in (self.sock,):
+            try:
+                x.close()
+            except OSError:
+                pass
+        os.close(self.pidfd)
+        self.pidfd = -1
+
+    # observation
+    def pagemap(self, addr: int) -> procfs.PagemapEntry | None:
+        """This process's /proc/<pid>/pagemap entry for ``addr``, or None if not present."""
+        self._check()
+        e = procfs.read_pagemap(self.pid, addr)[0]
+        return e if e.present else None
+
+    def kpagecount(self, addr: int) -> int | None:
+        e = self.pagemap(addr)
+        return None if e is None else procfs.read_kpagecount(e.pfn)[0]
+
+    def kpageflags(self, addr: int) -> list[str] | None:
+        e = self.pagemap(addr)
+        return None if e is None else procfs.decode_kpageflags(procfs.read_kpageflags(e.pfn)[0])
+
+    def maps(self) -> list[procfs.MapsEntry]:
+        self._check()
+        with open("/proc/%d/smaps" % self.pid) as f:
+            return procfs.parse_smaps_vmflags(f.read())
+
+
+_OPEN: list["LiveMachine"] = []
+_ATEXIT = False
+
+
+def _close_all_open():
+    for m in list(_OPEN)[::-1]:
+        try:
+            m.close()
+        except Exception as e:      # pragma: no cover - last resort at interpreter exit
+            sys.stderr.write("hgmviz.kernelcheck: cleanup failed: %s\n" % e)
+
+
+class LiveMachine:
+    """The running kernel, with hugetlb pages reserved for one scenario.
+
+    ``nr_hugepages``: {hstate bytes: pages} to add to each pool.  ``exclusive=True`` also makes
+    these the *only* pages a fault can get (it removes other free, unreserved pages from the pool
+    and sets nr_overcommit_hugepages to 0 until close), for scenarios that must exhaust the pool.
+    """
+
+    def __init__(self, nr_hugepages: Mapping[int, int] | None = None, *,
+                 exclusive: bool = False, touch_method: str = "vm",
+                 lock_timeout: float = 120.0, lock: int | None = None):
+        global _ATEXIT
+        self.nr_hugepages = dict(nr_hugepages or {2 << 20: 8})
+        self.exclusive = exclusive
+        self.touch_method = touch_method
+        self.processes: list[LiveProcess] = []
+        self.files: list[LiveFile] = []
+        self._prober: LiveProcess | None = None
+        self._written: list[tuple[str, str, int, int]] = []   # (path, original, old, new)
+        self._start_pools: dict = {}
+        self.interference: list[str] = []
+        self._closed = False
+        self._broken = ""
+        self._lock_fd = -1
+        self._guardian = None
+        self._prev_handlers = {}
+        self._prev_subreaper = None
+        self.restore_problems: list[str] = []
+        check_can_run(self.nr_hugepages)
+        self._own_lock = lock is None
+        self._lock_fd = _acquire_lock(lock_timeout) if lock is None else lock
+        _OPEN.append(self)
+        if not _ATEXIT:
+            atexit.register(_close_all_open)
+            _ATEXIT = True
+        try:
+            self._install_signal_handlers()
+            self._set_subreaper()
+            self._reserve()
+        except BaseException:
+            self.close()
+            raise
+
+    # context manager
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    # setup
+    def _install_signal_handlers(self):
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            prev = signal.getsignal(sig)
+            if prev is signal.SIG_IGN:
+                continue
+            self._prev_handlers[sig] = prev
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signo, frame):
+        raise SystemExit(128 + signo)
+
+    def _set_subreaper(self):
+        libc = ctypes.CDLL(None, use_errno=True)
+        cur = ctypes.c_int(0)
+        if libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(cur), 0, 0, 0) == 0:
+            self._prev_subreaper = cur.value
+            libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+    def _plan(self) -> list[tuple[str, int, int]]:
+        """(path, old, new) for every setting to write, computed before writing any.
+
+        ``old`` and ``new`` are persistent pool sizes (nr_hugepages - surplus_hugepages: what a
+        write to nr_hugepages sets) or overcommit values.
+        """
+        plan = []
+        pools = procfs.read_hugepage_pools()
+        for size, n in sorted(self.nr_hugepages.items()):
+            pool = pools[size]
+            d = hstate_dir(size)
+            if self.exclusive:
+                if pool.nr_overcommit_hugepages:
+                    plan.append((os.path.join(d, "nr_overcommit_hugepages"),
+                                 pool.nr_overcommit_hugepages, 0))
+                available = max(0, pool.free_hugepages - pool.resv_hugepages)
+                persistent = pool.nr_hugepages - pool.surplus_hugepages
+                plan.append((os.path.join(d, "nr_hugepages"), persistent,
+                             persistent - available + n))
+            else:
+                persistent = pool.nr_hugepages - pool.surplus_hugepages
+                plan.append((os.path.join(d, "nr_hugepages"), persistent, persistent + n))
+        return plan
+
+    def _start_guardian(self, originals: list[tuple[str, str]]):
+        g = subprocess.Popen([sys.executable, "-I", "-S", WORKER, "guardian"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             pass_fds=[self._lock_fd], start_new_session=True)
+        g.stdin.write(json.dumps(originals[::-1]) + "\n")
+        g.stdin.flush()
+        if g.stdout.readline().strip() != "armed":
+            raise RuntimeError("the settings guardian did not start")
+        self._guardian = g
+
+    def _reserve(self):
+        plan = self._plan()
+        # Restore what a write sets: the persistent pool size (nr_hugepages - surplus), not the
+        # file's text, which also counts surplus pages (that would turn them persistent).
+        self._start_guardian([(path, old) for path, old, _new in plan])
+        before = procfs.read_hugepage_pools()
+        for path, old, new in plan:
+            self._written.append((path, str(old), old, new))
+            try:
+                _write(path, new)
+            except OSError as e:
+                raise CannotRun("writing %s=%s failed: %s" % (path, new, e),
+                                "run as root with a writable /sys and /proc/sys") from e
+            if path.endswith("/nr_hugepages"):     # the kernel may find fewer pages
+                size = procfs.hstate_size_from_dirname(os.path.dirname(path))
+                pool = procfs.read_hugepage_pools()[size]
+                if pool.nr_hugepages - pool.surplus_hugepages < new:
+                    # Gigantic pages need contiguous memory: compact once and try again.
+                    try:
+                        _write("/proc/sys/vm/compact_memory", 1)
+                        _write(path, new)
+                    except OSError:
+                        pass
+                    pool = procfs.read_hugepage_pools()[size]
+                self._written[-1] = (path, str(old), old,
+                                     pool.nr_hugepages - pool.surplus_hugepages)
+        after = self._start_pools = procfs.read_hugepage_pools()
+        for size, n in sorted(self.nr_hugepages.items()):
+            got = ((after[size].nr_hugepages - after[size].surplus_hugepages)
+                   - (before[size].nr_hugepages - before[size].surplus_hugepages))
+            avail = after[size].free_hugepages - after[size].resv_hugepages
+            short = (got < n or avail < n) if not self.exclusive else avail != n
+            if short:
+                mem = procfs.read_meminfo()
+                raise CannotRun(
+                    "asked the kernel for %d more %s pages and it found %d (%d free and "
+                    "unreserved; MemFree %d MiB): not enough free contiguous memory"
+                    % (n, _fmt_size(size), got, avail, mem.get("MemFree", 0) >> 10),
+                    "free memory or compact it (echo 1 > /proc/sys/vm/compact_memory), or "
+                    "reserve the pages at boot (e.g. hugepagesz=%s hugepages=%d on the kernel "
+                    "command line)" % ("1G" if size == 1 << 30 else "2M", n))
+
+    # the scripting API
+    def memfd_create(self, size: int, hstate: int = 2 << 20, name: str = "hgmviz") -> LiveFile:
+        """memfd_create(name, MFD_CLOEXEC|MFD_HUGETLB|MFD_HUGE_<hstate>) + ftruncate(size)."""
+        self._check_open()
+        shift = hstate.bit_length() - 1
+        fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_HUGETLB | (shift << MFD_HUGE_SHIFT))
+        try:
+            if size:
+                os.ftruncate(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        f = LiveFile(self, fd, size, hstate, name)
+        self.files.append(f)
+        return f
+
+    def spawn(self) -> LiveProcess:
+        self._check_open()
+        p = self._start_worker("process")
+        self.processes.append(p)
+        return p
+
+    def meminfo(self) -> dict[int, dict[str, int]]:
+        """{hstate bytes: {"HugePages_Total", "HugePages_Free", "HugePages_Rsvd",
+        "HugePages_Surp"}}, from /sys/kernel/mm/hugepages (every hstate, not only the default)."""
+        return {size: pool.as_meminfo() for size, pool in procfs.read_hugepage_pools().items()}
+
+    def live_processes(self) -> list[LiveProcess]:
+        return [p for p in self.processes if p.alive]
+
+    # internals
+    def _check_open(self):
+        if self._closed:
+            raise RuntimeError("this LiveMachine is closed")
+
+    def _start_worker(self, role: str) -> LiveProcess:
+        drv, kid = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            popen = subprocess.Popen([sys.executable, "-I", "-S", WORKER, "worker",
+                                      str(kid.fileno())], pass_fds=[kid.fileno()],
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            kid.close()
+        p = LiveProcess(self, popen.pid, drv, os.pidfd_open(popen.pid), popen=popen, role=role)
+        p._call({"op": "ping"})
+        return p
+
+    def _get_prober(self) -> LiveProcess:
+        if self._prober is None or not self._prober.alive:
+            self._prober = self._start_worker("prober")
+        return self._prober
+
+    def _poke(self, target: LiveProcess, addr: int, write: bool, method: str) -> None:
+        if self._broken:
+            raise RuntimeError("this LiveMachine was interrupted in the middle of a touch "
+                               "(%s); close it and start a new one" % self._broken)
+        try:
+            return self._poke_unlocked(target, addr, write, method)
+        except (UserfaultPending, SigBus, SigSegv, TouchTimeout, OSError):
+            raise
+        except BaseException as e:            # e.g. Ctrl-C while a reply is outstanding:
+            self._broken = type(e).__name__   # the sockets may hold unread replies now
+            raise
+
+    def _poke_unlocked(self, target: LiveProcess, addr: int, write: bool, method: str) -> None:
+        watchers = [q for q in self.live_processes() if q.nuffd > 0]
+        for q in watchers:
+            _send(q.sock, {"op": "watch"})
+        prober = self._get_prober()
+        _send(prober.sock, {"op": "poke", "pid": target.pid, "addr": addr, "write": write,
+                            "method": method})
+        waiting = {prober.sock.fileno(): prober}
+        waiting.update({q.sock.fileno(): q for q in watchers})
+        deadline = time.monotonic() + TOUCH_TIMEOUT
+        done = fault = None
+        while done is None and fault is None:
+            left = deadline - time.monotonic()
+            r = select.select(list(waiting), [], [], max(0.0, left))[0] if left > 0 else []
+            if not r:
+                break
+            for fd in r:
+                who = waiting[fd]
+                reply, fds = _recv(who.sock, None)
+                for x in fds:
+                    os.close(x)
+                if who is prober:
+                    done = reply
+                    del waiting[fd]
+                    continue
+                msg = reply.get("ok")
+                if msg and msg.get("kind") == "pagefault":
+                    fault = msg
+                    del waiting[fd]
+                elif msg:                          # another event (e.g. remove): keep watching
+                    _send(who.sock, {"op": "watch"})
+        if done is None:                           # stuck in handle_userfault(), or a timeout
+            prober.kill()
+            self._prober = None
+        for fd, q in list(waiting.items()):
+            if q is prober:
+                continue
+            _send(q.sock, {"op": "stop"})
+            reply, fds = _recv(q.sock, CALL_TIMEOUT)
+            for x in fds:
+                os.close(x)
+            msg = reply.get("ok")
+            if fault is None and msg and msg.get("kind") == "pagefault":
+                fault = msg
+        if fault is not None and done is None:
+            flags = fault["flags"]
+            reason = ("minor" if flags & UFFD_PAGEFAULT_FLAG_MINOR else
+                      "wp" if flags & UFFD_PAGEFAULT_FLAG_WP else "missing")
+            raise UserfaultPending(addr, reason, flags)
+        if done is None:
+            raise TouchTimeout("touching %#x in pid %d neither finished nor raised a userfault "
+                               "within %.0f s" % (addr, target.pid, TOUCH_TIMEOUT))
+        if "errno" in done and done["errno"] in (_errno.EFAULT, _errno.EIO):
+            vma = procfs.find_vma(procfs.read_maps(target.pid), addr)
+            if vma is None:
+                raise SigSegv(addr, "no VMA covers this address")
+            if ("w" if write else "r") not in vma.perms:
+                raise SigSegv(addr, "the VMA (%s) does not allow this access" % vma.perms)
+            raise SigBus(addr, "the fault handler returned VM_FAULT_SIGBUS (%s from %s)"
+                         % (_errno.errorcode[done["errno"]],
+                            "process_vm_writev" if method == "vm" else "/proc/pid/mem"))
+        _result(done, prober.pid, "touch")
+
+    # teardown
+    def close(self) -> None:
+        """End every process, close every file, restore every setting. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        in_main = threading.current_thread() is threading.main_thread()
+        blocked = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if in_main else None
+        try:
+            self._teardown()
+        finally:
+            if self in _OPEN:
+                _OPEN.remove(self)
+            for sig, prev in self._prev_handlers.items():
+                try:
+                    signal.signal(sig, prev)
+                except (ValueError, TypeError):
+                    pass
+            self._prev_handlers = {}
+            if old_mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+    def _teardown(self):
+        problems = self.restore_problems
+        for p in reversed(self.processes):         # children before parents
+            if p.alive:
+                try:
+                    p.exit()
+                except Exception as e:
+                    problems.append("ending pid %d: %s" % (p.pid, e))
+                    try:
+                        p.kill()
+                    except Exception:
+                        pass
+        if self._prober is not None and self._prober.alive:
+            try:
+                self._prober.exit()
+            except Exception:
+                self._prober.kill()
+        self._prober = None
+        for f in self.files:
+            try:
+                f.close()
+            except OSError:
+                pass
+        if self._prev_subreaper is not None:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_CHILD_SUBREAPER, self._prev_subreaper, 0, 0, 0)
+            self._prev_subreaper = None
+        self.interference = self._check_interference()
+        for path, text, old, new in reversed(self._written):
+            if path.endswith("/nr_hugepages"):
+                size = procfs.hstate_size_from_dirname(os.path.dirname(path))
+                pool = procfs.read_hugepage_pools()[size]
+                now = pool.nr_hugepages - pool.surplus_hugepages
+                if now != new:
+                    # Someone else resized the pool meanwhile: take back only what we added.
+                    text = str(max(0, now - (new - old)))
+                    problems.append("%s was changed by someone else while the check ran "
+                                    "(%d, not %d): removing only the %d pages added, to %s"
+                                    % (path, now, new, new - old, text))
+            for attempt in range(20):
+                try:
+                    _write(path, text)
+                except OSError as e:
+                    problems.append("restoring %s=%s: %s" % (path, text, e))
+                    break
+                if _persistent(path) == int(text):
+                    break
+                time.sleep(0.05)                   # pages still being freed
+            else:
+                problems.append("%s reads %s after writing %s" % (path, _persistent(path), text))
+        self._written = []
+        if self._guardian is not None:
+            g, self._guardian = self._guardian, None
+            try:
+                g.stdin.write("disarm\n")
+                g.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                g.wait(5.0)
+            except subprocess.TimeoutExpired:
+                g.kill()
+                g.wait()
+            g.stdout.close()
+        if self._lock_fd >= 0 and self._own_lock:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._lock_fd)
+        self._lock_fd = -1
+        if problems:
+            sys.stderr.write("hgmviz.kernelcheck: %s\n" % "; ".join(problems))
+
+    def _check_interference(self) -> list[str]:
+        """Signs that something other than this machine used or resized the pool meanwhile.
+
+        Called once everything this machine created is gone: then the pool must be exactly as
+        it was right after the reservation.  (Deltas hide *other users of the pool*, but not
+        ones acting *during* the run.)
+        """
+        out = []
+        if not self._start_pools:
+            return out
+        deadline = time.monotonic() + 0.5
+        while True:
+            now = procfs.read_hugepage_pools()
+            if all(now.get(s) == self._start_pools.get(s) for s in self.nr_hugepages):
+                return out
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)                       # a page may still be on its way back
+        for size in self.nr_hugepages:
+            a, b = self._start_pools.get(size), now.get(size)
+            if a is None or b is None:
+                continue
+            for k in ("nr_hugepages", "free_hugepages", "resv_hugepages", "surplus_hugepages"):
+                if getattr(a, k) != getattr(b, k):
+                    out.append("%s %s: %d at the start, %d at the end" % (
+                        _fmt_size(size), k, getattr(a, k), getattr(b, k)))
+        return out
+
+    def __del__(self):
+        try:
+            if not self._closed and _OPEN:
+                self.close()
+        except Exception:
+            pass

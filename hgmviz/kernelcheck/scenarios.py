@@ -1,0 +1,673 @@
+"""Scenarios for the cross-check: plain data, one definition for the kernel and the simulator.
+
+A :class:`Scenario` is a pool to reserve, a list of :class:`Probe` (a process and an address,
+given as a mapping label plus an offset) and a list of :class:`Step`.  A step names an operation
+of the scripting API (``memfd_create``, ``spawn``, ``mmap``, ``touch``, ``fork``, ``exit``,
+``munmap``, ``madvise``, ``uffdio_register``, ``uffdio_continue``, ``close``), who performs it,
+its arguments, and what the rules in ``/work/shared/domain.md`` section 2 say must follow:
+
+``expect``
+    the outcome: ``"ok"``, an errno name (``"EINVAL"``), ``"EAGAIN mapped=0x200000"``
+    (UFFDIO_CONTINUE's partial progress), ``"SIGBUS"``, ``"SIGSEGV"`` or ``"userfault:minor"``
+    (``missing`` / ``wp``).
+``maps``
+    {probe name: expected value} after the step: ``None`` for "not mapped in that process",
+    an int *n* for "mapped, and /proc/kpagecount reads *n* for the head page, for the probed
+    page and for the last page of the folio".  Expectations carry over: a probe keeps its last
+    stated value until a step states a new one (a probe of an exited process reads ``n/a``).
+``pool``
+    (HugePages_Free, HugePages_Rsvd) of the scenario's hstate after the step, as *changes since
+    the scenario started*.  Deltas, not absolute values, so that pages other users hold in the
+    pool do not matter; the simulator starts from an empty pool of exactly the reserved size,
+    where delta and absolute value differ only by the constant ``nr_hugepages``.  Also carried
+    over.
+
+Addresses: ``At("a", 0x5000)`` is 0x5000 bytes into the mapping bound to ``a`` by an ``mmap``
+step; forked children inherit the parent's labels (the same virtual addresses).  An ``mmap``
+with ``addr=`` asks for that exact address (MAP_FIXED_NOREPLACE on the kernel side).
+
+Every expectation below names the rule it comes from (section numbers of domain.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+__all__ = ["At", "Probe", "Step", "Scenario", "SCENARIOS", "get_scenario", "scenario_names",
+           "KiB", "MiB", "GiB", "MADV_DONTNEED"]
+
+KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
+H2M, H1G = 2 * MiB, GiB
+MADV_DONTNEED = 4
+PUD_ALIGNED = 64 * GiB            # a 1 GiB-aligned address that is free in a fresh process
+
+
+@dataclass(frozen=True)
+class At:
+    """An address: ``offset`` bytes into the mapping labelled ``mapping``."""
+
+    mapping: str
+    offset: int = 0
+
+    def __str__(self):
+        return "%s+%#x" % (self.mapping, self.offset) if self.offset else self.mapping
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Observe the page at ``at`` as process ``proc`` sees it (its pagemap, then kpagecount)."""
+
+    name: str
+    proc: str
+    at: At
+
+
+@dataclass(frozen=True)
+class Step:
+    op: str
+    actor: str | None = None          # process label (file label for "close"; None: the machine)
+    args: Mapping[str, Any] = field(default_factory=dict)
+    bind: str | None = None           # label given to the result (file, process, mapping)
+    expect: str = "ok"
+    maps: Mapping[str, int | None] = field(default_factory=dict)
+    pool: tuple[int, int] | None = None
+    why: str = ""
+
+    def describe(self) -> str:
+        a = dict(self.args)
+        parts = []
+        for k, v in a.items():
+            if k == "write":
+                parts.append("write" if v else "read")
+                continue
+            if isinstance(v, bool):
+                if v:
+                    parts.append(k)
+                continue
+            if v is None:
+                continue
+            if isinstance(v, int) and k in ("length", "size", "offset", "hstate", "addr"):
+                parts.append("%s=%s" % (k, _fmt_size(v)))
+            elif isinstance(v, int) and k == "advice":
+                parts.append({4: "MADV_DONTNEED"}.get(v, str(v)))
+            else:
+                parts.append("%s=%s" % (k, v) if k not in ("at", "file") else str(v))
+        who = self.actor + "." if self.actor else ""
+        out = "%s%s(%s)" % (who, self.op, ", ".join(parts))
+        if self.bind:
+            out = "%s = %s" % (self.bind, out)
+        return out
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    rule: str
+    nr_hugepages: Mapping[int, int]
+    probes: tuple[Probe, ...]
+    steps: tuple[Step, ...]
+    hstate: int = H2M                 # the pool whose Free/Rsvd deltas are observed
+    exclusive: bool = False           # the reserved pages must be the only ones faults can get
+    userfaultfd: bool = False
+
+    def probe(self, name: str) -> Probe:
+        for p in self.probes:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+def _fmt_size(n: int) -> str:
+    if n == 0:
+        return "0"
+    for unit, sh in (("G", 30), ("M", 20), ("K", 10)):
+        if n % (1 << sh) == 0:
+            return "%d%s" % (n >> sh, unit)
+    return "%#x" % n
+
+
+# --- step builders (they only build data) -----------------------------------------------------
+def memfd(bind, size, hstate=H2M, **kw):
+    return Step("memfd_create", None, {"size": size, "hstate": hstate}, bind=bind, **kw)
+
+
+def spawn(bind, **kw):
+    return Step("spawn", None, {}, bind=bind, **kw)
+
+
+def mmap(proc, bind, file, length, offset=0, addr=None, noreserve=False, **kw):
+    args = {"file": file, "length": length, "offset": offset}
+    if addr is not None:
+        args["addr"] = addr
+    if noreserve:
+        args["noreserve"] = True
+    return Step("mmap", proc, args, bind=bind, **kw)
+
+
+def touch(proc, at, write=True, **kw):
+    return Step("touch", proc, {"at": at, "write": write}, **kw)
+
+
+def munmap(proc, at, length, **kw):
+    return Step("munmap", proc, {"at": at, "length": length}, **kw)
+
+
+def madvise(proc, at, length, advice=MADV_DONTNEED, **kw):
+    return Step("madvise", proc, {"at": at, "length": length, "advice": advice}, **kw)
+
+
+def register(proc, at, length, mode, event_fork=False, **kw):
+    return Step("uffdio_register", proc, {"at": at, "length": length, "mode": mode,
+                                          "event_fork": event_fork}, **kw)
+
+
+def cont(proc, at, length, **kw):
+    return Step("uffdio_continue", proc, {"at": at, "length": length}, **kw)
+
+
+def fork(proc, bind, **kw):
+    return Step("fork", proc, {}, bind=bind, **kw)
+
+
+def exit_(proc, **kw):
+    return Step("exit", proc, {}, **kw)
+
+
+def close(file, **kw):
+    return Step("close", file, {}, **kw)
+
+
+def P(name, proc, mapping, offset):
+    return Probe(name, proc, At(mapping, offset))
+
+
+# --- the scenarios ----------------------------------------------------------------------------
+S: list[Scenario] = []
+
+# 1
+S.append(Scenario(
+    "fault", "A fault maps the whole hugepage with one PMD entry",
+    "§2.2: hugetlb_no_page() -> hugetlb_add_file_rmap(): entire_mapcount +1; kpagecount is "
+    "the same for head and every tail. §2.1/meminfo: a fault takes a pool page and consumes "
+    "the mapping's reservation.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000), P("A1", "p", "a", H2M + 0x7000)),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB, maps={"A0": None, "A1": None}, pool=(0, +2),
+             why="MAP_SHARED reserves one page per hugepage of the range (hugetlb_reserve_pages)"),
+        touch("p", At("a", 0x5000), maps={"A0": 1}, pool=(-1, +1),
+              why="the write fault maps the page at PMD level"),
+        touch("p", At("a", 0x5000), maps={"A0": 1}, pool=(-1, +1),
+              why="already mapped: no fault, nothing changes"),
+        touch("p", At("a", H2M + 0x7000), write=False, maps={"A1": 1}, pool=(-2, 0),
+              why="a read fault maps the shared page just the same"),
+    )))
+
+# 2
+S.append(Scenario(
+    "second_mapping", "Each PMD that maps the folio adds one to its mapcount",
+    "§2.2: one hugetlb_add_file_rmap() per hstate-level entry, whether the entries are in one "
+    "process or several; mapcount counts page-table entries, not processes.",
+    {H2M: 4},
+    (P("A", "p", "a", 0x5000), P("B", "p", "b", 0x1000), P("C", "q", "c", 0x3000)),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 2 * MiB, pool=(0, +1)),
+        mmap("p", "b", "f", 2 * MiB, pool=(0, +1),
+             why="the range is already reserved in the file's resv_map: no new reservation"),
+        touch("p", At("a", 0x5000), maps={"A": 1, "B": None}, pool=(-1, 0)),
+        touch("p", At("b", 0x1000), maps={"A": 2, "B": 2}, pool=(-1, 0),
+              why="the page is in the page cache: mapped again, no allocation"),
+        spawn("q"),
+        mmap("q", "c", "f", 2 * MiB),
+        touch("q", At("c", 0x3000), maps={"A": 3, "B": 3, "C": 3}),
+        exit_("q", maps={"A": 2, "B": 2}, why="exit zaps q's PMD: -1"),
+    )))
+
+# 3
+S.append(Scenario(
+    "munmap_aligned", "munmap of whole hugepages removes their entries; the page cache stays",
+    "§2.2: zap -1 per cleared entry; §2.1: the folio stays in the page cache (HugePages_Free "
+    "unchanged) and the shared reservation stays with the file.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000), P("A1", "p", "a", H2M + 0x5000), P("B0", "p", "b", 0x5000)),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        mmap("p", "b", "f", 2 * MiB),
+        touch("p", At("a", 0x5000), pool=(-1, +1)),
+        touch("p", At("a", H2M + 0x5000), pool=(-2, 0)),
+        touch("p", At("b", 0x5000), maps={"A0": 2, "A1": 1, "B0": 2}, pool=(-2, 0)),
+        munmap("p", At("a"), 2 * MiB, maps={"A0": None, "A1": 1, "B0": 1}, pool=(-2, 0)),
+        munmap("p", At("a", H2M), 2 * MiB, maps={"A1": None}, pool=(-2, 0)),
+    )))
+
+# 4
+S.append(Scenario(
+    "munmap_unaligned", "munmap not aligned to the hugepage fails with EINVAL",
+    "§2.2: hugetlb_vm_op_split() refuses a split inside a hugepage (start or end) with EINVAL; "
+    "nothing is unmapped.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000),),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB),
+        touch("p", At("a", 0x5000), maps={"A0": 1}, pool=(-1, +1)),
+        munmap("p", At("a", 0x1000), 2 * MiB, expect="EINVAL", why="unaligned start"),
+        munmap("p", At("a"), 4 * KiB, expect="EINVAL", why="aligned start, 4 KiB: end unaligned"),
+        munmap("p", At("a"), 2 * MiB + 4 * KiB, expect="EINVAL", why="end inside the 2nd page"),
+        touch("p", At("a", 0x5000), maps={"A0": 1}, pool=(-1, +1), why="still mapped"),
+    )))
+
+# 5
+S.append(Scenario(
+    "madv_dontneed_aligned", "MADV_DONTNEED on a whole hugepage zaps its entry only",
+    "§2.2 MADV_DONTNEED: aligned start, end rounded down; the zap is -1; the folio stays in "
+    "the page cache, so the next touch maps it again without allocating.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000), P("B0", "p", "b", 0x5000)),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        mmap("p", "b", "f", 2 * MiB),
+        touch("p", At("a", 0x5000), pool=(-1, +1)),
+        touch("p", At("b", 0x5000), maps={"A0": 2, "B0": 2}, pool=(-1, +1)),
+        madvise("p", At("a"), 2 * MiB, maps={"A0": None, "B0": 1}, pool=(-1, +1)),
+        touch("p", At("a", 0x5000), maps={"A0": 2, "B0": 2}, pool=(-1, +1)),
+    )))
+
+# 6
+S.append(Scenario(
+    "madv_dontneed_unaligned", "MADV_DONTNEED with an unaligned start fails with EINVAL",
+    "§2.2 MADV_DONTNEED: start must be hugepage-aligned, otherwise EINVAL.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000),),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB),
+        touch("p", At("a", 0x5000), maps={"A0": 1}),
+        madvise("p", At("a", 0x1000), 2 * MiB, expect="EINVAL", maps={"A0": 1}),
+        madvise("p", At("a", 0x1000), 4 * KiB, expect="EINVAL", maps={"A0": 1}),
+    )))
+
+# 7
+S.append(Scenario(
+    "madv_dontneed_rounding", "MADV_DONTNEED rounds the end down: 4 KiB is a no-op",
+    "§2.2 MADV_DONTNEED: end = ALIGN_DOWN(end, hugepage size); start == end returns 0 without "
+    "doing anything; 2 MiB + 4 KiB zaps only the first hugepage.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000), P("A1", "p", "a", H2M + 0x5000)),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB),
+        touch("p", At("a", 0x5000)),
+        touch("p", At("a", H2M + 0x5000), maps={"A0": 1, "A1": 1}, pool=(-2, 0)),
+        madvise("p", At("a"), 4 * KiB, maps={"A0": 1, "A1": 1}, why="silent no-op"),
+        madvise("p", At("a"), 2 * MiB + 4 * KiB, maps={"A0": None, "A1": 1}, pool=(-2, 0)),
+    )))
+
+
+def _minor_setup(extra_pages_in_cache=(0,)):
+    """p maps f twice: b (plain) to fill the page cache, a registered for MINOR faults."""
+    steps = [memfd("f", 4 * MiB), spawn("p"),
+             mmap("p", "b", "f", 4 * MiB, pool=(0, +2)),
+             mmap("p", "a", "f", 4 * MiB, pool=(0, +2))]
+    for n, i in enumerate(extra_pages_in_cache, 1):
+        steps.append(touch("p", At("b", i * H2M + 0x5000), pool=(-n, 2 - n)))
+    steps.append(register("p", At("a"), 4 * MiB, "minor"))
+    return steps
+
+
+# 8
+S.append(Scenario(
+    "uffd_minor_continue", "A MINOR userfault, resolved with UFFDIO_CONTINUE at 2 MiB",
+    "§2.2: UFFDIO_CONTINUE -> hugetlb_mfill_atomic_pte() maps the page-cache folio: +1. A "
+    "MINOR fault is raised only for a page already in the page cache; an absent page is "
+    "allocated by the normal fault path.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000), P("B0", "p", "b", 0x5000), P("A1", "p", "a", H2M + 0x5000)),
+    tuple(_minor_setup()) + (
+        touch("p", At("a", 0x5000), expect="userfault:minor", maps={"A0": None, "B0": 1},
+              pool=(-1, +1)),
+        cont("p", At("a"), 2 * MiB, maps={"A0": 2, "B0": 2}, pool=(-1, +1)),
+        touch("p", At("a", 0x5000), maps={"A0": 2}, why="present now: no fault"),
+        touch("p", At("a", H2M + 0x5000), maps={"A1": 1}, pool=(-2, 0),
+              why="not in the page cache: no MINOR fault, a normal allocation"),
+    ),
+    userfaultfd=True))
+
+# 9
+S.append(Scenario(
+    "uffd_continue_4k", "UFFDIO_CONTINUE below the hugepage size fails with EINVAL",
+    "§4.5 / mainline hugetlb_mfill_atomic_pte(): start and length must be multiples of the "
+    "VMA's hugepage size (no HGM on mainline), otherwise EINVAL.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000), P("B0", "p", "b", 0x5000)),
+    tuple(_minor_setup()) + (
+        cont("p", At("a"), 4 * KiB, expect="EINVAL", maps={"A0": None, "B0": 1}),
+        cont("p", At("a", 0x1000), 2 * MiB, expect="EINVAL", maps={"A0": None}),
+        cont("p", At("a"), 2 * MiB, maps={"A0": 2, "B0": 2}),
+    ),
+    userfaultfd=True))
+
+# 10
+S.append(Scenario(
+    "uffd_continue_eexist", "UFFDIO_CONTINUE on a present entry fails with EEXIST",
+    "mainline hugetlb_mfill_atomic_pte(): the destination entry must be none, otherwise "
+    "EEXIST; the mapcount does not change.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000), P("B0", "p", "b", 0x5000)),
+    tuple(_minor_setup()) + (
+        cont("p", At("a"), 2 * MiB, maps={"A0": 2, "B0": 2}),
+        cont("p", At("a"), 2 * MiB, expect="EEXIST", maps={"A0": 2, "B0": 2}),
+    ),
+    userfaultfd=True))
+
+# 11
+S.append(Scenario(
+    "uffd_continue_not_in_cache", "UFFDIO_CONTINUE needs the page in the page cache",
+    "mainline hugetlb_mfill_atomic_pte(), is_continue: no folio in the page cache -> EFAULT. "
+    "fs/userfaultfd.c: when some pages were mapped before the failure, the ioctl returns "
+    "EAGAIN with uffdio_continue.mapped = bytes mapped.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000), P("A1", "p", "a", H2M + 0x5000), P("B0", "p", "b", 0x5000)),
+    tuple(_minor_setup()) + (
+        cont("p", At("a", H2M), 2 * MiB, expect="EFAULT", maps={"A0": None, "A1": None},
+             pool=(-1, +1)),
+        cont("p", At("a"), 4 * MiB, expect="EAGAIN mapped=0x200000",
+             maps={"A0": 2, "A1": None, "B0": 2}, pool=(-1, +1)),
+    ),
+    userfaultfd=True))
+
+# 12
+S.append(Scenario(
+    "uffd_missing", "A MISSING userfault only for pages absent from the page cache",
+    "hugetlb_no_page(): a page not in the page cache in a VM_UFFD_MISSING VMA goes to "
+    "handle_userfault() (nothing allocated); a page already in the page cache is mapped "
+    "normally.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000), P("B0", "p", "b", 0x5000)),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        mmap("p", "b", "f", 4 * MiB),
+        register("p", At("a"), 4 * MiB, "missing"),
+        touch("p", At("a", 0x5000), expect="userfault:missing", maps={"A0": None},
+              pool=(0, +2)),
+        touch("p", At("b", 0x5000), maps={"A0": None, "B0": 1}, pool=(-1, +1)),
+        touch("p", At("a", 0x5000), maps={"A0": 2, "B0": 2}, pool=(-1, +1)),
+    ),
+    userfaultfd=True))
+
+# 13
+S.append(Scenario(
+    "fork_shared_lazy", "fork() does not copy MAP_SHARED hugetlb page tables",
+    "§2.4: since bcd51a3c679d (v6.0) vma_needs_copy() is false for a plain MAP_SHARED hugetlb "
+    "VMA: the child starts with nothing mapped and the mapcount does not change; the child's "
+    "own faults add entries.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000), P("A1", "p", "a", H2M + 0x5000),
+     P("C0", "c", "a", 0x5000), P("C1", "c", "a", H2M + 0x5000)),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB),
+        touch("p", At("a", 0x5000), maps={"A0": 1, "A1": None}, pool=(-1, +1)),
+        fork("p", "c", maps={"A0": 1, "C0": None, "C1": None}),
+        touch("c", At("a", 0x5000), maps={"A0": 2, "C0": 2}),
+        touch("c", At("a", H2M + 0x5000), maps={"A1": None, "C1": 1}, pool=(-2, 0)),
+        exit_("c", maps={"A0": 1, "A1": None}, pool=(-2, 0),
+              why="exit zaps the child's entries; the pages stay in the page cache"),
+    )))
+
+# 14
+S.append(Scenario(
+    "fork_uffd_wp_event_fork", "fork() copies page tables of a uffd-wp VMA (EVENT_FORK)",
+    "§2.4: vma_needs_copy() is true when the child VMA keeps VM_UFFD_WP, which it does when "
+    "the userfaultfd has UFFD_FEATURE_EVENT_FORK: copy_hugetlb_page_range() copies every "
+    "present entry, +1 each (hugetlb_add_file_rmap).",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000), P("A1", "p", "a", H2M + 0x5000),
+     P("C0", "c", "a", 0x5000), P("C1", "c", "a", H2M + 0x5000)),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB),
+        touch("p", At("a", 0x5000), maps={"A0": 1, "A1": None}, pool=(-1, +1)),
+        register("p", At("a"), 4 * MiB, "wp", event_fork=True),
+        fork("p", "c", maps={"A0": 2, "C0": 2, "C1": None, "A1": None}),
+        exit_("c", maps={"A0": 1}),
+    ),
+    userfaultfd=True))
+
+# 15
+S.append(Scenario(
+    "fork_uffd_wp_no_event_fork", "Without EVENT_FORK a uffd-wp VMA is not copied at fork",
+    "§2.4 [LIVE]: without UFFD_FEATURE_EVENT_FORK the child VMA loses its userfaultfd flags "
+    "(dup_userfaultfd), so vma_needs_copy() is false: lazy, as for plain MAP_SHARED.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000), P("C0", "c", "a", 0x5000)),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB),
+        touch("p", At("a", 0x5000), maps={"A0": 1}, pool=(-1, +1)),
+        register("p", At("a"), 4 * MiB, "wp"),
+        fork("p", "c", maps={"A0": 1, "C0": None}),
+        touch("c", At("a", 0x5000), maps={"A0": 2, "C0": 2}),
+        exit_("c", maps={"A0": 1}),
+    ),
+    userfaultfd=True))
+
+# 16
+S.append(Scenario(
+    "fork_uffd_minor_child", "A fork child without EVENT_FORK faults normally where the "
+    "parent gets MINOR userfaults",
+    "§2.4 [LIVE]/dup_userfaultfd(): without EVENT_FORK the child's VMA has no userfaultfd, so "
+    "its fault maps the page-cache folio (+1) while the parent's still goes to userfaultfd.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000), P("B0", "p", "b", 0x5000), P("C0", "c", "a", 0x5000)),
+    tuple(_minor_setup()) + (
+        fork("p", "c", maps={"A0": None, "B0": 1, "C0": None}),
+        touch("c", At("a", 0x5000), maps={"B0": 2, "C0": 2}),
+        touch("p", At("a", 0x5000), expect="userfault:minor", maps={"A0": None, "B0": 2}),
+        exit_("c", maps={"B0": 1}),
+    ),
+    userfaultfd=True))
+
+# 17
+S.append(Scenario(
+    "child_exit", "A child's exit removes exactly the child's entries",
+    "§2.2: exit -> exit_mmap -> __unmap_hugepage_range(): -1 per entry the child had; the "
+    "pages stay in the page cache (HugePages_Free unchanged).",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000), P("A1", "p", "a", H2M + 0x5000),
+     P("C0", "c", "a", 0x5000), P("C1", "c", "a", H2M + 0x5000)),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        fork("p", "c"),
+        touch("c", At("a", 0x5000), pool=(-1, +1)),
+        touch("c", At("a", H2M + 0x5000), maps={"C0": 1, "C1": 1, "A0": None, "A1": None},
+              pool=(-2, 0)),
+        touch("p", At("a", 0x5000), maps={"A0": 2, "C0": 2}),
+        exit_("c", maps={"A0": 1, "A1": None}, pool=(-2, 0)),
+        exit_("p", pool=(-2, 0), why="the memfd still holds the pages"),
+    )))
+
+# 18
+S.append(Scenario(
+    "pmd_sharing", "Shared PMD tables: a second process maps pages without changing mapcount",
+    "§2.2: with a 2 MiB hstate and a MAP_SHARED VMA covering a whole 1 GiB-aligned range, "
+    "huge_pmd_share() attaches the other mm's PMD table: the entries (and their mapcount) are "
+    "shared, so a fork child or another process sees pages it never faulted, and its faults "
+    "appear in the others; mapcount counts entries, not processes.",
+    {H2M: 4},
+    (P("A4", "p", "a", 4 * MiB + 0x5000), P("A6", "p", "a", 6 * MiB + 0x1000),
+     P("A8", "p", "a", 8 * MiB + 0x2000),
+     P("C4", "c", "a", 4 * MiB + 0x5000), P("C6", "c", "a", 6 * MiB + 0x1000),
+     P("Q4", "q", "b", 4 * MiB + 0x5000), P("Q8", "q", "b", 8 * MiB + 0x2000)),
+    (
+        memfd("f", GiB),
+        spawn("p"),
+        mmap("p", "a", "f", GiB, addr=PUD_ALIGNED, noreserve=True, pool=(0, 0),
+             why="MAP_NORESERVE: no reservation for the 512 pages"),
+        touch("p", At("a", 4 * MiB + 0x5000), maps={"A4": 1, "A6": None, "A8": None},
+              pool=(-1, 0)),
+        fork("p", "c", maps={"C4": None, "C6": None}, why="lazy: nothing copied"),
+        touch("c", At("a", 6 * MiB + 0x1000), maps={"A4": 1, "A6": 1, "C4": 1, "C6": 1},
+              pool=(-2, 0), why="the child's fault shares p's PMD table"),
+        spawn("q"),
+        mmap("q", "b", "f", GiB, addr=PUD_ALIGNED, noreserve=True),
+        touch("q", At("b", 8 * MiB + 0x2000), maps={"A8": 1, "Q4": 1, "Q8": 1}, pool=(-3, 0),
+              why="an unrelated process with the same file range shares the table too"),
+        exit_("c", maps={"A4": 1, "A6": 1, "A8": 1, "Q4": 1}),
+        exit_("q", maps={"A4": 1, "A6": 1, "A8": 1}),
+    )))
+
+# 18b
+S.append(Scenario(
+    "pmd_sharing_same_process", "PMD sharing also joins two VMAs of one process",
+    "§2.2: huge_pmd_share() looks for any VMA of the file mapping the same offsets with the "
+    "same flags (i_mmap), including one in the same mm: the second VMA's PUD entry points at "
+    "the first one's PMD table, so a fault through either shows in both and the mapcount "
+    "stays 1.",
+    {H2M: 4},
+    (P("A", "p", "a", 4 * MiB + 0x5000), P("B", "p", "b", 4 * MiB + 0x5000),
+     P("A6", "p", "a", 6 * MiB), P("B6", "p", "b", 6 * MiB)),
+    (
+        memfd("f", GiB),
+        spawn("p"),
+        mmap("p", "a", "f", GiB, addr=PUD_ALIGNED, noreserve=True),
+        mmap("p", "b", "f", GiB, addr=PUD_ALIGNED + 2 * GiB, noreserve=True, pool=(0, 0)),
+        touch("p", At("a", 4 * MiB + 0x5000), maps={"A": 1, "B": None}, pool=(-1, 0),
+              why="b has no page table below its PUD entry yet"),
+        touch("p", At("b", 4 * MiB + 0x5000), maps={"A": 1, "B": 1}, pool=(-1, 0),
+              why="b's fault attaches a's PMD table: the entry exists already, no +1"),
+        touch("p", At("b", 6 * MiB), maps={"A6": 1, "B6": 1}, pool=(-2, 0)),
+        munmap("p", At("b"), GiB, maps={"A": 1, "A6": 1, "B": None, "B6": None}, pool=(-2, 0),
+               why="unmapping b only drops its reference to the shared table"),
+    )))
+
+# 19
+S.append(Scenario(
+    "close_releases_page_cache", "The last close frees the page cache back to the pool",
+    "§2.1: removing the folios from the page cache at the last reference to the memfd returns "
+    "them to the pool (HugePages_Free back) and drops the file's reservations.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000),),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        touch("p", At("a", 0x5000), pool=(-1, +1)),
+        touch("p", At("a", H2M + 0x5000), maps={"A0": 1}, pool=(-2, 0)),
+        munmap("p", At("a"), 4 * MiB, maps={"A0": None}, pool=(-2, 0),
+               why="unmapped, but still in the page cache"),
+        close("f", pool=(0, 0)),
+    )))
+
+# 20
+S.append(Scenario(
+    "close_while_mapped", "close() while still mapped frees nothing: the VMA holds the file",
+    "§2.1 [INFERRED from the VFS]: a VMA keeps a reference to its struct file; the page cache "
+    "goes only when the last reference (fd or mapping) goes, here at munmap.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000),),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        touch("p", At("a", 0x5000), maps={"A0": 1}, pool=(-1, +1)),
+        close("f", maps={"A0": 1}, pool=(-1, +1)),
+        touch("p", At("a", H2M + 0x5000), pool=(-2, 0), why="the mapping still works"),
+        munmap("p", At("a"), 4 * MiB, maps={"A0": None}, pool=(0, 0)),
+    )))
+
+# 21
+S.append(Scenario(
+    "reservations", "HugePages_Rsvd: taken at mmap, consumed by faults, kept after munmap",
+    "hugetlb_reserve_pages() at mmap of a MAP_SHARED range reserves the pages not yet in the "
+    "file's resv_map; a fault consumes one; munmap keeps them (they belong to the file); a "
+    "second mapping of a reserved range adds nothing; the last close releases them.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000), P("B1", "p", "b", H2M + 0x5000)),
+    (
+        memfd("f", 8 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 8 * MiB, pool=(0, +4)),
+        touch("p", At("a", 0x5000), maps={"A0": 1}, pool=(-1, +3)),
+        munmap("p", At("a"), 8 * MiB, maps={"A0": None}, pool=(-1, +3)),
+        mmap("p", "b", "f", 4 * MiB, pool=(-1, +3)),
+        touch("p", At("b", H2M + 0x5000), maps={"B1": 1}, pool=(-2, +2)),
+        munmap("p", At("b"), 4 * MiB, maps={"B1": None}, pool=(-2, +2)),
+        close("f", pool=(0, 0)),
+    )))
+
+# 22
+S.append(Scenario(
+    "map_noreserve", "MAP_NORESERVE: no reservation, and SIGBUS when the pool runs dry",
+    "hugetlb_reserve_pages() skips VM_NORESERVE; a fault then allocates from the free pool and "
+    "gets VM_FAULT_SIGBUS when it is empty; a reserving mmap that cannot reserve fails with "
+    "ENOMEM.",
+    {H2M: 2},
+    (P("A0", "p", "a", 0x5000), P("A1", "p", "a", H2M + 0x5000),
+     P("A2", "p", "a", 2 * H2M + 0x5000)),
+    (
+        memfd("f", 8 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 8 * MiB, noreserve=True, pool=(0, 0)),
+        touch("p", At("a", 0x5000), maps={"A0": 1}, pool=(-1, 0)),
+        touch("p", At("a", H2M + 0x5000), maps={"A1": 1}, pool=(-2, 0)),
+        touch("p", At("a", 2 * H2M + 0x5000), expect="SIGBUS", maps={"A2": None},
+              pool=(-2, 0)),
+        mmap("p", "b", "f", 8 * MiB, expect="ENOMEM", pool=(-2, 0),
+             why="pages 2 and 3 would need reservations the empty pool cannot give"),
+    ),
+    exclusive=True))
+
+# 23
+S.append(Scenario(
+    "hugetlb_1g", "A 1 GiB hugepage: one PUD entry; 2 MiB is unaligned for it",
+    "§2.2 at the 1 GiB hstate: a fault maps the whole folio with one PUD entry, kpagecount is "
+    "the same for head and all 262,143 tails; munmap of 2 MiB is unaligned (EINVAL); "
+    "MADV_DONTNEED of 2 MiB rounds down to nothing (no-op).",
+    {H1G: 1},
+    (P("A", "p", "a", 0x5000), P("A2", "p", "a", 2 * MiB + 0x1000), P("B", "p", "b", 0x3000)),
+    (
+        memfd("f", GiB, hstate=H1G),
+        spawn("p"),
+        mmap("p", "a", "f", GiB, pool=(0, +1)),
+        touch("p", At("a", 0x5000), maps={"A": 1, "A2": 1}, pool=(-1, 0)),
+        mmap("p", "b", "f", GiB),
+        touch("p", At("b", 0x3000), maps={"A": 2, "A2": 2, "B": 2}),
+        munmap("p", At("a"), 2 * MiB, expect="EINVAL", maps={"A": 2}),
+        madvise("p", At("a"), 2 * MiB, maps={"A": 2, "A2": 2}, why="rounded down to 0"),
+        madvise("p", At("a"), GiB, maps={"A": None, "A2": None, "B": 1}, pool=(-1, 0)),
+    ),
+    hstate=H1G))
+
+SCENARIOS: tuple[Scenario, ...] = tuple(S)
+del S
+
+
+def scenario_names() -> list[str]:
+    return [s.name for s in SCENARIOS]
+
+
+def get_scenario(name: str) -> Scenario:
+    for s in SCENARIOS:
+        if s.name == name:
+            return s
+    raise KeyError("no scenario %r; there are: %s" % (name, ", ".join(scenario_names())))
