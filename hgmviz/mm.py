@@ -451,7 +451,7 @@ class Machine:
     # =================================================================================
     def _save(self):
         return ({k: replace(v, pc=v.pc.copy(), resv=v.resv.copy()) for k, v in self._files.items()},
-                {k: _MmState(v.pid, v.pgd, list(v.vmas), v.alive) for k, v in self._mms.items()},
+                {k: _MmState(v.pid, v.pgd, v.vmas, v.alive) for k, v in self._mms.items()},
                 self._folio_used.copy(), self._folio_file.copy(), self._folio_index.copy(),
                 list(self._resv), self._next_pid, self._next_file, dict(self._file_handles))
 
@@ -822,8 +822,7 @@ class Machine:
         if not noreserve:
             self.hugetlb_reserve_pages(st, first, first + n)
         vma = Vma(start, start + length, st.id, pgoff, True, noreserve)
-        mm.vmas.append(vma)
-        mm.vmas.sort(key=lambda v: v.start)
+        mm.vmas = sorted(mm.vmas + [vma], key=lambda v: v.start)
         st.nr_vmas += 1
         self._account()
         self._finish()
@@ -962,12 +961,13 @@ class Machine:
         child = self._new_mm()
         self.call_path = ["copy_process", "dup_mmap", "dup_userfaultfd"]
         copied = False
+        child_vmas = []
         for v in parent.vmas:
             if v.uffd and not v.uffd_event_fork:
                 c = replace(v, uffd=0, uffd_event_fork=False)    # userfaultfd_reset_ctx
             else:
                 c = v
-            child.vmas.append(c)
+            child_vmas.append(c)
             self._files[v.file].nr_vmas += 1
             if self.vma_needs_copy(c, v):
                 if not copied:
@@ -976,6 +976,7 @@ class Machine:
                 h = self._hstate_of(v)
                 self._kcall(core.copy_range, self._g, self._fl, parent.pgd, child.pgd, child.pid,
                             v.start, v.end, h.level, h.shift, self._res)
+        child.vmas = child_vmas
         try:
             self._account()
         except SchemeRefusal as refusal:
