@@ -445,6 +445,7 @@ class Machine:
         self.version = 0
         self._warned_sign = False
         self._in_op = False
+        self._accounted = 0
 
     # =================================================================================
     # Operation protocol: validate, journal, account, commit — or restore
@@ -468,6 +469,7 @@ class Machine:
         meta = self.pt.meta
         meta[core.M_JLEN] = 0
         meta[core.M_NEV] = 0
+        self._accounted = 0
         self.call_path = []
         try:
             result = fn(*args)
@@ -503,11 +505,12 @@ class Machine:
         """Call a core kernel that takes (P, E, ...); the pool grows and retries on NEED_*."""
         return self.pt.run(kernel, *args, levels=self.geometry.levels)
 
-    def _account(self):
-        """Feed the operation's events to the scheme (admit, then commit); once per op."""
-        ev = self.pt.events()
-        scratch = self.scheme.admit(ev)
+    def _account(self, guarded: bool = True):
+        """Feed the operation's events not yet accounted to the scheme (admit, then commit)."""
+        ev = self.pt.events(self._accounted)
+        scratch = self.scheme.admit(ev, guarded)
         self.scheme.commit(scratch)
+        self._accounted = int(self.pt.meta[core.M_NEV])
         return ev
 
     def _finish(self):
@@ -648,7 +651,7 @@ class Machine:
         if n > st.pc.size:
             st.pc = np.concatenate([st.pc, np.full(n - st.pc.size, -1, np.int32)])
             st.resv = np.concatenate([st.resv, np.zeros(n - st.resv.size, np.int8)])
-        st.size = max(st.size, n << h.shift)
+        st.size = max(st.size, size)
 
     def _free_folios(self, h) -> np.ndarray:
         lo = int(self._fl[3 + 4 * h.index])
@@ -688,11 +691,14 @@ class Machine:
     def _sys_fallocate(self, f, offset, length):
         st = self._file(f)
         h = self.geometry.hstates[st.hstate]
-        offset = _check_int("offset", offset)
-        length = _check_int("length", length, 1)
+        offset = _check_int("offset", offset, -(1 << 62))
+        length = _check_int("length", length, -(1 << 62))
+        if offset < 0 or length <= 0:
+            raise syscall_error(errno.EINVAL, "fallocate: offset must be >= 0 and length > 0 "
+                                "(vfs_fallocate), not offset %d length %d" % (offset, length))
         start = offset >> h.shift
         end = (offset + length + h.size - 1) >> h.shift
-        self._grow_file(st, end << h.shift)
+        self._grow_file(st, offset + length)   # i_size = offset + len, not rounded
         self.call_path = ["fallocate", "hugetlbfs_fallocate"]
         for idx in range(start, end):
             if st.pc[idx] >= 0:
@@ -1055,9 +1061,9 @@ class Machine:
         idx = (((addr - vma.start) >> g.page_shift) + vma.pgoff) >> h.order
         if kind == 0:
             self.call_path.append("hugetlb_no_page")
-            if idx >= (st.size >> h.shift):
+            fid = int(st.pc[idx]) if idx < st.pc.size else -1
+            if fid < 0 and idx >= (st.size >> h.shift):
                 raise SigBus(addr, "beyond the end of the file (i_size %#x)" % st.size)
-            fid = int(st.pc[idx])
             if fid < 0:
                 if vma.uffd & UFFD_MISSING:
                     raise UserfaultPending(addr, "missing")
@@ -1109,6 +1115,8 @@ class Machine:
                 advice, ", ".join("%s (%d)" % (n, a) for a, n in _ADVICE.items())))
         name = _ADVICE[advice]
         addr, length, end = self._check_page_range("madvise(%s)" % name, addr, length)
+        if length == 0:
+            return 0                     # do_madvise: "if (end == start) return 0;"
         if advice == MADV_SPLIT and not self.scheme.supports_hgm:
             raise syscall_error(errno.EINVAL, "madvise: MADV_SPLIT (26) is unknown advice on a "
                                 "mainline kernel: HGM was never merged; use scheme='per_piece' "
@@ -1119,7 +1127,7 @@ class Machine:
                                 "HGM and HVO exclude each other (HGM v2 cover letter); "
                                 "use hvo=False" % self.scheme.name)
         if advice == MADV_COLLAPSE and not self.scheme.supports_hgm:
-            vs = self._vmas_in("madvise(MADV_COLLAPSE)", mm, addr, end) if length else []
+            vs = self._vmas_in("madvise(MADV_COLLAPSE)", mm, addr, end)
             raise syscall_error(errno.EINVAL, "madvise(MADV_COLLAPSE): mainline refuses hugetlb "
                                 "VMAs (thp_vma_allowable_order); %d VMA(s) in range" % len(vs))
         if length == 0:
@@ -1131,7 +1139,7 @@ class Machine:
             self._madvise_split(mm, addr, end)
         else:
             self._madvise_collapse(mm, vs, addr, end)
-        self._account()
+        self._account(guarded=advice != MADV_COLLAPSE)
         self._finish()
         return 0
 
@@ -1172,7 +1180,9 @@ class Machine:
     def _madvise_collapse(self, mm, vs, addr, end):
         """HGM v2 34/46 ``hugetlb_collapse``: for each largest aligned piece, replace a subtree
         of smaller leaves by one leaf (dropping every leaf's counts first), and fill holes
-        whose page is in the page cache ("Any holes in the mapping will be filled")."""
+        whose page is in the page cache ("Any holes in the mapping will be filled").  The new
+        leaf's reference comes from ``filemap_get_folio()``, which no refcount guard covers
+        (neither v2 35/46 nor the thread's proposal), so collapse is never refused."""
         g = self.geometry
         self.call_path = ["madvise", "madvise_collapse", "hugetlb_collapse"]
         for v in vs:
@@ -1226,33 +1236,42 @@ class Machine:
             raise syscall_error(errno.EINVAL, "UFFDIO_REGISTER: no mode given")
         return bits
 
-    def _uffd_range(self, what, mm, addr, length):
+    def _uffd_range(self, what, mm, addr, length, check_end=True):
+        """The checks ``userfaultfd_register``/``_unregister`` make before changing anything:
+        at least one VMA meets the range (``vma_find``), ``start`` is aligned to the first
+        VMA's hugepage size, and (register) the end to that of the VMA holding it.  Holes
+        between VMAs are allowed; each VMA in the range is handled."""
         addr, length, end = self._check_page_range(what, addr, length)
         if length == 0:
             raise syscall_error(errno.EINVAL, "%s: length must be > 0" % what)
         vs = [v for v in mm.vmas if v.start < end and addr < v.end]
-        if not vs or vs[0].start > addr:
-            raise syscall_error(errno.EINVAL, "%s: %#x is not in a VMA" % (what, addr))
-        pos = addr
-        for v in vs:
-            if v.start > pos:
-                raise syscall_error(errno.EINVAL, "%s: the range has a hole at %#x" % (what, pos))
-            pos = v.end
-        if pos < end:
-            raise syscall_error(errno.EINVAL, "%s: the range has a hole at %#x" % (what, pos))
-        for v in vs:
-            hs = self._hstate_of(v).size
-            if addr > v.start and addr & (hs - 1) or end < v.end and end & (hs - 1):
-                raise syscall_error(errno.EINVAL, "%s: a hugetlb range must start and end on a "
-                                    "%s boundary (vma_hpagesize)" % (what, _fmt(hs)))
-        return addr, end
+        if not vs:
+            raise syscall_error(errno.EINVAL, "%s: no VMA in %#x-%#x" % (what, addr, end))
+        hs = self._hstate_of(vs[0]).size
+        if addr & (hs - 1):
+            raise syscall_error(errno.EINVAL, "%s: the start %#x must be aligned to the first "
+                                "VMA's hugepage size %s (vma_kernel_pagesize)" % (what, addr, _fmt(hs)))
+        if check_end:
+            for v in vs:
+                hs = self._hstate_of(v).size
+                if v.start < end <= v.end and end & (hs - 1):
+                    raise syscall_error(errno.EINVAL, "%s: the end %#x must be aligned to the "
+                                        "hugepage size %s of the VMA holding it" % (what, end, _fmt(hs)))
+        return addr, end, vs
 
     def _sys_uffdio_register(self, proc, addr, length, mode, event_fork):
+        """``userfaultfd()`` + ``UFFDIO_API`` + ``UFFDIO_REGISTER`` (fs/userfaultfd.c
+        ``userfaultfd_register``): a new userfaultfd each call, so a VMA another call already
+        registered is EBUSY ("We can't allow more than one userfaultfd to own a single vma")."""
         mm = self._mm(proc)
         bits = self._parse_modes(mode)
         if not isinstance(event_fork, bool):
             raise TypeError("event_fork must be True or False")
-        addr, end = self._uffd_range("UFFDIO_REGISTER", mm, addr, length)
+        addr, end, vs = self._uffd_range("UFFDIO_REGISTER", mm, addr, length)
+        for v in vs:
+            if v.uffd:
+                raise syscall_error(errno.EBUSY, "UFFDIO_REGISTER: the VMA %#x-%#x is already "
+                                    "registered with another userfaultfd" % (v.start, v.end))
         self._split_vmas(mm, addr, end)
         self.call_path = ["userfaultfd", "UFFDIO_API", "UFFDIO_REGISTER", "userfaultfd_register"]
         new = []
@@ -1268,10 +1287,23 @@ class Machine:
         return 0
 
     def _sys_uffdio_unregister(self, proc, addr, length):
+        """``UFFDIO_UNREGISTER``: VMAs that are not registered are skipped (neither split nor
+        checked); a registered one is split at the range's ends (hugetlb_vm_op_split)."""
         mm = self._mm(proc)
-        addr, end = self._uffd_range("UFFDIO_UNREGISTER", mm, addr, length)
-        self._split_vmas(mm, addr, end)
+        addr, end, vs = self._uffd_range("UFFDIO_UNREGISTER", mm, addr, length, check_end=False)
+        for v in vs:
+            if not v.uffd:
+                continue
+            hs = self._hstate_of(v).size
+            for point in (addr, end):
+                if v.start < point < v.end and point & (hs - 1):
+                    raise syscall_error(errno.EINVAL, "UFFDIO_UNREGISTER: %#x would split a %s "
+                                        "hugetlb VMA off a hugepage boundary (hugetlb_vm_op_split)"
+                                        % (point, _fmt(hs)))
         self.call_path = ["UFFDIO_UNREGISTER", "userfaultfd_unregister"]
+        for v in vs:
+            if v.uffd:
+                self._split_vmas(mm, max(addr, v.start), min(end, v.end))
         mm.vmas = [replace(v, uffd=0, uffd_event_fork=False) if addr <= v.start and v.end <= end
                    else v for v in mm.vmas]
         self._finish()
@@ -1298,6 +1330,8 @@ class Machine:
         return vma, h, addr, end
 
     def _continue(self, mm, vma, h, addr, end, mode, piece_shift):
+        """One ``mfill_atomic_hugetlb`` loop over ``[addr, end)`` of one VMA: returns the bytes
+        mapped and the error that stopped it (None when it finished)."""
         st = self._files[vma.file]
         g = self.geometry
         min_shift = g.page_shift if vma.hgm else h.shift
@@ -1343,17 +1377,21 @@ class Machine:
         elif code != 0:
             cause = syscall_error(-code, "UFFDIO_CONTINUE failed at %#x" % fail_at)
         else:
-            self._finish()
+            cause = None
+        return mapped, cause
+
+    @staticmethod
+    def _continue_result(mapped, cause):
+        if cause is None:
             return mapped
         if mapped:
-            self._finish()
             raise PartialProgress(mapped, cause)
         raise cause
 
     def _sys_uffdio_continue(self, proc, addr, length):
         mm = self._mm(proc)
         vma, h, addr, end = self._continue_target("UFFDIO_CONTINUE", mm, addr, length)
-        return self._continue(mm, vma, h, addr, end, core.MODE_LARGEST, 0)
+        return self._continue_result(*self._continue(mm, vma, h, addr, end, core.MODE_LARGEST, 0))
 
     def _sys_uffdio_continue_batch(self, proc, addr, length, piece):
         mm = self._mm(proc)
@@ -1366,20 +1404,23 @@ class Machine:
                              % (", ".join(_fmt(s) for s in allowed[:3]), piece))
         if length % piece:
             raise ValueError("length %d is not a multiple of piece %d" % (length, piece))
-        # each call is validated as uffdio_continue(a, piece) would be; the first decides
-        vma, h, a0, _ = self._continue_target("UFFDIO_CONTINUE", mm, addr, piece)
-        end = min(addr + length, vma.end)
-        if addr + length > vma.end:
-            # the calls past the VMA end would fail with ENOENT: stop there
-            length_ok = vma.end - addr
-        else:
-            length_ok = length
-        mapped = self._continue(mm, vma, h, a0, addr + length_ok, core.MODE_FIXED,
-                                piece.bit_length() - 1)
-        if length_ok < length:
-            raise PartialProgress(mapped, syscall_error(errno.ENOENT, "UFFDIO_CONTINUE: %#x is "
-                                  "past the end of the VMA" % (addr + length_ok)))
-        return mapped
+        # run the calls VMA by VMA; each VMA's first call is validated as
+        # uffdio_continue(a, piece) would be, and every call in it then passes the same checks
+        total = 0
+        pos, end = addr, addr + length
+        while pos < end:
+            try:
+                vma, h, a0, _ = self._continue_target("UFFDIO_CONTINUE", mm, pos, piece)
+            except OSError as e:
+                return self._continue_result(total, e)
+            seg = pos + ((min(end, vma.end) - pos) // piece) * piece
+            mapped, cause = self._continue(mm, vma, h, a0, seg, core.MODE_FIXED,
+                                           piece.bit_length() - 1)
+            total += mapped
+            if cause is not None:
+                return self._continue_result(total, cause)
+            pos = seg
+        return total
 
     # =================================================================================
     # Read-only views

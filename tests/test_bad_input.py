@@ -96,11 +96,12 @@ def test_userfaultfd(world):
     assert_unchanged(m, lambda: p.uffdio_register(a, MIB2, mode=3), TypeError)
     assert_unchanged(m, lambda: p.uffdio_register(a, MIB2, mode="minor", event_fork=1), TypeError)
     assert_unchanged(m, lambda: p.uffdio_register(a + KIB4, MIB2, mode="minor"), OSError, errno.EINVAL)
-    assert_unchanged(m, lambda: p.uffdio_register(a, 8 * MIB2, mode="minor"), OSError, errno.EINVAL)
+    assert_unchanged(m, lambda: p.uffdio_register(a, MIB2 + KIB4, mode="minor"), OSError, errno.EINVAL)
     assert_unchanged(m, lambda: p.uffdio_register(a - 8 * MIB2, MIB2, mode="minor"), OSError,
                      errno.EINVAL)
     assert_unchanged(m, lambda: p.uffdio_continue(a, MIB2), OSError, errno.ENOENT)
     p.uffdio_register(a, 4 << 20, mode="minor")
+    assert_unchanged(m, lambda: p.uffdio_register(a, MIB2, mode="wp"), OSError, errno.EBUSY)
     assert_unchanged(m, lambda: p.uffdio_continue(a + KIB4, KIB4), OSError, errno.EINVAL)
     assert_unchanged(m, lambda: p.uffdio_continue(a, 0), OSError, errno.EINVAL)
     assert_unchanged(m, lambda: p.uffdio_continue(a, 8 * MIB2), OSError, errno.ENOENT)

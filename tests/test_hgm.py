@@ -168,6 +168,7 @@ def test_fork_copies_hgm_leaves_with_uffd_wp():
     P = m.geometry.PAGE_SIZE
     folio = f.folio_at(0)
     p.uffdio_continue_batch(a, 16 * P, P)
+    p.uffdio_unregister(a, 1 << 18)
     p.uffdio_register(a, 1 << 18, mode="minor|wp", event_fork=True)
     r0, e0 = folio.refcount, folio.entire_mapcount
     c = p.fork()                              # H8: +1/+1 per copied leaf (and the alias: lazy)

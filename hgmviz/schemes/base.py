@@ -105,12 +105,21 @@ class Scheme:
         return None
 
     # --- protocol used by the machine ------------------------------------------------
-    def admit(self, ev: dict):
-        """Apply events to scratch copies; return them, or raise :class:`SchemeRefusal`."""
+    def admit(self, ev: dict, guarded: bool = True):
+        """Apply events to scratch copies; return them, or raise :class:`SchemeRefusal`.
+
+        ``guarded=False``: a path that takes its references without the check (MADV_COLLAPSE's
+        ``filemap_get_folio()``, unguarded in v2 and in the thread's proposal)."""
         scratch = self.snapshot()
         out = self.out
         out[:] = 0
-        self._run(ev, scratch, out)
+        guard = self.guard
+        if not guarded:
+            self.guard = None
+        try:
+            self._run(ev, scratch, out)
+        finally:
+            self.guard = guard
         if out[0]:
             raise SchemeRefusal(int(out[1]), int(out[2]), int(out[3]), self.guard)
         return scratch
