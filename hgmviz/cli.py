@@ -7,6 +7,7 @@ USAGE = """usage: hgmviz COMMAND [ARGS]
 
 commands:
   bench          run the benchmarks, print a Markdown table
+  homework       a seeded problem: hgmviz homework -s SEED [-c]
   kernel-check   compare the simulator with the running kernel (root)
   warmup         compile every jitted kernel into the numba cache
 """
@@ -20,6 +21,8 @@ def main(argv=None) -> int:
     cmd, rest = argv[0], argv[1:]
     if cmd == "bench":
         from .bench import main as run
+    elif cmd == "homework":
+        from .teach import main as run
     elif cmd == "kernel-check":
         from .kernelcheck.cli import main as run
     elif cmd == "warmup":
