@@ -1114,13 +1114,14 @@ class Machine:
             raise syscall_error(errno.EINVAL, "madvise: unknown advice %r; modelled: %s" % (
                 advice, ", ".join("%s (%d)" % (n, a) for a, n in _ADVICE.items())))
         name = _ADVICE[advice]
-        addr, length, end = self._check_page_range("madvise(%s)" % name, addr, length)
-        if length == 0:
-            return 0                     # do_madvise: "if (end == start) return 0;"
         if advice == MADV_SPLIT and not self.scheme.supports_hgm:
+            # madvise_behavior_valid(): checked before anything else
             raise syscall_error(errno.EINVAL, "madvise: MADV_SPLIT (26) is unknown advice on a "
                                 "mainline kernel: HGM was never merged; use scheme='per_piece' "
                                 "or another HGM scheme")
+        addr, length, end = self._check_page_range("madvise(%s)" % name, addr, length)
+        if length == 0:
+            return 0                     # do_madvise: "if (end == start) return 0;"
         if advice == MADV_SPLIT and self.scheme.writes_tail_pages and self.hvo:
             raise syscall_error(errno.EINVAL, "madvise(MADV_SPLIT): the %s scheme writes tail "
                                 "struct pages, which HVO (hugetlb_optimize_vmemmap) maps read-only: "
@@ -1130,8 +1131,6 @@ class Machine:
             vs = self._vmas_in("madvise(MADV_COLLAPSE)", mm, addr, end)
             raise syscall_error(errno.EINVAL, "madvise(MADV_COLLAPSE): mainline refuses hugetlb "
                                 "VMAs (thp_vma_allowable_order); %d VMA(s) in range" % len(vs))
-        if length == 0:
-            return 0
         vs = self._vmas_in("madvise(%s)" % name, mm, addr, end)
         if advice == MADV_DONTNEED:
             self._madvise_dontneed(mm, vs, addr, end)
