@@ -963,6 +963,15 @@ class Machine:
         return bool(dst.uffd & UFFD_WP)
 
     def _sys_fork(self, proc):
+        """``copy_process`` → ``dup_mmap``: VMAs are duplicated (``dup_userfaultfd`` drops the
+        uffd flags unless the context has EVENT_FORK), and ``copy_hugetlb_page_range`` copies
+        the page tables where ``vma_needs_copy`` says so, each copied leaf taking a reference.
+
+        The copy is guarded like a fault: a refused reference fails the whole fork (ENOMEM
+        under the thread's error policy, EFAULT under v2's).  HGM v2 35/46 as posted wrote
+        ``if (try_get_page(hpage)) { ret = -EFAULT; break; }`` — the test is the wrong way
+        round (``try_get_page()`` returns true on success, so every successful copy would fail
+        the fork); the simulator models the intended ``!try_get_page()``."""
         parent = self._mm(proc)
         child = self._new_mm()
         self.call_path = ["copy_process", "dup_mmap", "dup_userfaultfd"]
