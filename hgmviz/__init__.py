@@ -17,6 +17,7 @@ from .geometry import (INT_MAX, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PUD_SHIFT, TOY
 from .mm import (MADV_COLLAPSE, MADV_DONTNEED, MADV_SPLIT, File, Folio, Machine, PagemapEntry,
                  Process, Vma)
 from .overflow import overflow_math
+from .render import draw, draw_compare
 from .schemes import SCHEMES
 from .vmemmap import vmemmap_cost, vmemmap_machine_cost
 
@@ -29,5 +30,5 @@ __all__ = [
     "SimError", "VM_FAULT_OOM", "VM_FAULT_SIGBUS",
     "Geometry", "Hstate", "HugetlbLevel", "KernelProfile", "X86_64", "X86_64_5LEVEL", "TOY",
     "PAGE_SHIFT", "PAGE_SIZE", "PMD_SHIFT", "PUD_SHIFT", "INT_MAX", "SCHEMES",
-    "overflow_math", "vmemmap_cost", "vmemmap_machine_cost",
+    "overflow_math", "vmemmap_cost", "vmemmap_machine_cost", "draw", "draw_compare",
 ]

@@ -205,7 +205,12 @@ def bench_collapse(quick: bool):
              "per_piece %.1f ms" % (base * 1e3), t / base) for s, t in times.items()]
 
 
-BENCHMARKS = [bench_map, bench_cold_start, bench_collapse, bench_scale]
+def bench_render(quick: bool):
+    from .render.bench import bench_render as run
+    return run(quick)
+
+
+BENCHMARKS = [bench_map, bench_cold_start, bench_render, bench_collapse, bench_scale]
 
 
 def machine_line() -> str:
