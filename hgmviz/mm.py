@@ -851,14 +851,14 @@ class Machine:
         self.call_path.append("hugetlb_reserve_pages")
 
     # ---- munmap / exit ---------------------------------------------------------------
-    def _check_page_range(self, what, addr, length):
+    def _check_page_range(self, what, addr, length, task_size=True):
         addr = _check_int("addr", addr)
         length = _check_int("length", length)
         ps = self.geometry.PAGE_SIZE
         if addr & (ps - 1):
             raise syscall_error(errno.EINVAL, "%s: addr %#x is not page aligned" % (what, addr))
         end = addr + ((length + ps - 1) & ~(ps - 1))
-        if end > self.geometry.TASK_SIZE:
+        if task_size and end > self.geometry.TASK_SIZE:
             raise syscall_error(errno.EINVAL, "%s: %#x-%#x is outside the user address space"
                                 % (what, addr, end))
         return addr, length, end
@@ -1128,7 +1128,9 @@ class Machine:
             raise syscall_error(errno.EINVAL, "madvise: MADV_SPLIT (26) is unknown advice on a "
                                 "mainline kernel: HGM was never merged; use scheme='per_piece' "
                                 "or another HGM scheme")
-        addr, length, end = self._check_page_range("madvise(%s)" % name, addr, length)
+        # do_madvise() checks no TASK_SIZE: a range past it meets no VMA (ENOMEM below)
+        addr, length, end = self._check_page_range("madvise(%s)" % name, addr, length,
+                                                   task_size=False)
         if length == 0:
             return 0                     # do_madvise: "if (end == start) return 0;"
         if advice == MADV_SPLIT and self.scheme.writes_tail_pages and self.hvo:
@@ -1250,8 +1252,9 @@ class Machine:
         VMA's hugepage size, and (register) the end to that of the VMA holding it.  Holes
         between VMAs are allowed; each VMA in the range is handled."""
         addr, length, end = self._check_page_range(what, addr, length)
-        if length == 0:
-            raise syscall_error(errno.EINVAL, "%s: length must be > 0" % what)
+        if length == 0 or length & (self.geometry.PAGE_SIZE - 1):
+            raise syscall_error(errno.EINVAL, "%s: the length must be a positive multiple of the "
+                                "page size (validate_unaligned_range), not %d" % (what, length))
         vs = [v for v in mm.vmas if v.start < end and addr < v.end]
         if not vs:
             raise syscall_error(errno.EINVAL, "%s: no VMA in %#x-%#x" % (what, addr, end))
@@ -1260,11 +1263,16 @@ class Machine:
             raise syscall_error(errno.EINVAL, "%s: the start %#x must be aligned to the first "
                                 "VMA's hugepage size %s (vma_kernel_pagesize)" % (what, addr, _fmt(hs)))
         if check_end:
+            # one loop over the VMAs in address order: the end alignment (for the VMA that
+            # holds the end), then ownership by another userfaultfd
             for v in vs:
                 hs = self._hstate_of(v).size
                 if v.start < end <= v.end and end & (hs - 1):
                     raise syscall_error(errno.EINVAL, "%s: the end %#x must be aligned to the "
                                         "hugepage size %s of the VMA holding it" % (what, end, _fmt(hs)))
+                if v.uffd:
+                    raise syscall_error(errno.EBUSY, "%s: the VMA %#x-%#x is already registered "
+                                        "with another userfaultfd" % (what, v.start, v.end))
         return addr, end, vs
 
     def _sys_uffdio_register(self, proc, addr, length, mode, event_fork):
@@ -1276,10 +1284,6 @@ class Machine:
         if not isinstance(event_fork, bool):
             raise TypeError("event_fork must be True or False")
         addr, end, vs = self._uffd_range("UFFDIO_REGISTER", mm, addr, length)
-        for v in vs:
-            if v.uffd:
-                raise syscall_error(errno.EBUSY, "UFFDIO_REGISTER: the VMA %#x-%#x is already "
-                                    "registered with another userfaultfd" % (v.start, v.end))
         self._split_vmas(mm, addr, end)
         self.call_path = ["userfaultfd", "UFFDIO_API", "UFFDIO_REGISTER", "userfaultfd_register"]
         new = []
@@ -1422,11 +1426,22 @@ class Machine:
             except OSError as e:
                 return self._continue_result(total, e)
             seg = pos + ((min(end, vma.end) - pos) // piece) * piece
-            mapped, cause = self._continue(mm, vma, h, a0, seg, core.MODE_FIXED,
-                                           piece.bit_length() - 1)
-            total += mapped
-            if cause is not None:
-                return self._continue_result(total, cause)
+            if pos % piece == 0:
+                # each call's range is one aligned piece: one fixed-size install loop
+                mapped, cause = self._continue(mm, vma, h, a0, seg, core.MODE_FIXED,
+                                               piece.bit_length() - 1)
+                total += mapped
+                if cause is not None:
+                    return self._continue_result(total, cause)
+            else:
+                # each call maps the largest aligned pieces of its own range
+                while pos < seg:
+                    mapped, cause = self._continue(mm, vma, h, pos, pos + piece,
+                                                   core.MODE_LARGEST, 0)
+                    total += mapped
+                    if cause is not None:
+                        return self._continue_result(total, cause)
+                    pos += piece
             pos = seg
         return total
 
