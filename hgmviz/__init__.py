@@ -18,7 +18,9 @@ from .mm import (MADV_COLLAPSE, MADV_DONTNEED, MADV_SPLIT, File, Folio, Machine,
                  Process, Vma)
 from .overflow import overflow_math
 from .render import draw, draw_compare
+from .scenarios import list_scenarios, load_scenario
 from .schemes import SCHEMES
+from .session import Session
 from .vmemmap import vmemmap_cost, vmemmap_machine_cost
 
 __version__ = "0.1.0"
@@ -31,4 +33,5 @@ __all__ = [
     "Geometry", "Hstate", "HugetlbLevel", "KernelProfile", "X86_64", "X86_64_5LEVEL", "TOY",
     "PAGE_SHIFT", "PAGE_SIZE", "PMD_SHIFT", "PUD_SHIFT", "INT_MAX", "SCHEMES",
     "overflow_math", "vmemmap_cost", "vmemmap_machine_cost", "draw", "draw_compare",
+    "Session", "list_scenarios", "load_scenario",
 ]

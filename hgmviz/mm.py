@@ -1354,6 +1354,15 @@ class Machine:
                            "hugetlb_add_file_rmap"]
         status = [0, 0, 0]
 
+        share_base, share = 0, self._empty_share
+        if h.level == 2:
+            # huge_pte_alloc() → huge_pmd_share(), as for a fault
+            pud = g.level_size(3)
+            share_base = addr & ~(pud - 1)
+            cands = [self.huge_pmd_share_candidate(mm, vma, b)
+                     for b in range(share_base, end, pud)]
+            if any(cands):
+                share = np.array(cands, dtype=np.int32)
         inject = 0
         if self._inject is not None:
             self._inject = None
@@ -1362,7 +1371,7 @@ class Machine:
         def run(limit):
             code = self._kcall(core.install_range, self._g, mm.pgd, mm.pid, vma.start, vma.pgoff,
                                h.shift, h.level, min_shift, st.pc, self._folio_pfn, addr, end,
-                               mode, piece_shift, limit, 0, self._empty_share, 0, self._res,
+                               mode, piece_shift, limit, share_base, share, 0, self._res,
                                inject)
             status[:] = [code, int(self._res[0]), int(self._res[2])]
             return status[1]
@@ -1487,7 +1496,7 @@ class Machine:
     def snapshot(self):
         """A complete copy of the state (page tables, counters, files, processes)."""
         return {"pt": self.pt.snapshot(), "scheme": self.scheme.snapshot(), "py": self._save(),
-                "version": self.version, "warned": self._warned_sign}
+                "version": self.version, "warned": self._warned_sign, "inject": self._inject}
 
     def restore(self, snap):
         """Put the machine back exactly as it was when ``snapshot()`` was taken."""
@@ -1500,6 +1509,7 @@ class Machine:
                        s[2].copy(), s[3].copy(), s[4].copy(), list(s[5]), s[6], s[7], dict(s[8])))
         self.version = snap["version"]
         self._warned_sign = snap["warned"]
+        self._inject = snap.get("inject")
 
     def audit(self) -> list:
         """Recompute every counter from the page tables and page cache; list differences."""
@@ -1507,7 +1517,12 @@ class Machine:
         return audit(self)
 
     def state_digest(self) -> str:
-        """A hash of the whole state: equal digests mean byte-identical machines."""
+        """A hash of the simulated state (page tables, counters, files, processes, the pool):
+        equal digests mean byte-identical machines.
+
+        Not included, though ``snapshot()`` keeps them: an armed error injection (a test
+        harness's setting, used up by the operation it fires in, even one that fails) and the
+        ``WARN_ON_ONCE`` flag (the kernel sets it on the very path that fails)."""
         import hashlib
         hsh = hashlib.sha256()
         pt = self.pt

@@ -117,9 +117,16 @@ class UffdioContinueBatch:
     piece: int
 
 
+@dataclass(frozen=True)
+class Inject:
+    """Arm an error-injection point for the next operation (``Machine.inject``)."""
+
+    point: str = "pagecache_vanish"
+
+
 OPERATIONS = {cls.__name__: cls for cls in (
     Spawn, MemfdCreate, Fallocate, Close, Mmap, Munmap, Madvise, Touch, Fork, Exit,
-    UffdioRegister, UffdioContinue, UffdioContinueBatch)}
+    UffdioRegister, UffdioContinue, UffdioContinueBatch, Inject)}
 
 
 @dataclass(frozen=True)
@@ -186,6 +193,11 @@ def _do(world: World, op):
         return world.file(op.file).fallocate(op.offset, op.length)
     if isinstance(op, Close):
         return world.file(op.file).close()
+    if isinstance(op, Inject):
+        m.inject(op.point)
+        m.call_path = ["inject"]
+        m.last_events = m.pt.events(m.pt.events()["kind"].size)
+        return None
     if isinstance(op, Mmap):
         a = world.proc(op.proc).mmap(world.file(op.file), op.length, offset=op.offset,
                                      addr=op.addr, noreserve=op.noreserve)

@@ -38,12 +38,16 @@ def _apply_hstate_present(kind, mm, addr, shift, count, pfn, folio, folio_shift,
         f = folio[e]
         n = count[e]
         take = False
+        set_leaves = 0
         if k == EV_SET:
-            leaves += n
+            set_leaves = n           # counted after the guard: a refusal admits none of them
             if count_at_set and mm[e] == pend_mm and addr[e] >= pend_lo and addr[e] < pend_hi:
                 take = True          # the first leaf under an hstate entry made present
                 pend_mm = -1
                 n = 1
+            else:
+                leaves += set_leaves
+                set_leaves = 0
         elif k == EV_HSTATE_POPULATED:
             if count_at_set:
                 pend_mm = mm[e]
@@ -63,6 +67,7 @@ def _apply_hstate_present(kind, mm, addr, shift, count, pfn, folio, folio_shift,
                 wrapped[f] = 1
             refcount[f] = wrap_counter(refcount[f] + n, bits)
             entire[f] = wrap_counter(entire[f] + n, bits)
+            leaves += set_leaves
         elif k == EV_HSTATE_CLEARED:
             refcount[f] = wrap_counter(refcount[f] - n, bits)
             entire[f] = wrap_counter(entire[f] - n, bits)

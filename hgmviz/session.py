@@ -1,0 +1,1034 @@
+"""Layer 4: a session — one machine (or one per scheme), the history of operations, exact
+undo / redo / reset / replay, and change notifications for views.
+
+::
+
+    s = Session(nr_hugepages={2 << 20: 8})                   # one machine, scheme "mainline"
+    s.apply(Spawn("p")); s.apply(MemfdCreate("f", 4 << 20, 2 << 20))
+    s.apply(Mmap("p", "f", 4 << 20, "a")); out = s.apply(Touch("p", ("a", 0x5000)))
+    s.undo(); s.redo()
+    cmp = Session(nr_hugepages={1 << 30: 1}, schemes=["per_piece", "thp_like"])  # side by side
+
+What a step is.  :meth:`Session.apply` runs one operation (an :mod:`hgmviz.ops` dataclass, or
+:class:`Inject`) on every machine of the session and records a :class:`Step`: the operation,
+its :class:`~hgmviz.ops.Outcome` under each scheme, the kernel call path and the core's events.
+An operation the kernel refuses (an errno, SIGBUS, a guard refusal) is a step like any other:
+it is recorded with its error and the machine is unchanged, as the machine guarantees.  Two
+failures do change the state, because the kernel keeps what it did: UFFDIO_CONTINUE returning
+EAGAIN after mapping part of the range (:class:`~hgmviz.errors.PartialProgress`, kind
+``"partial"``) and an injected error after page tables were allocated
+(:class:`~hgmviz.errors.StateKept`, kind ``"state_kept"``).  Input no kernel would ever see —
+an unknown label, a field of the wrong type, a value outside what the operation allows — is
+not a step: :meth:`~Session.apply` raises :class:`InvalidOperation` and nothing changes.
+
+Undo is exact.  The session keeps a checkpoint of the state after each step (only the page
+tables in use are copied, not the pool's capacity; a step that changed nothing shares the
+previous checkpoint), within a memory budget (``snapshot_budget``, 256 MiB): when the
+checkpoints outgrow it, the oldest close neighbours are dropped and undo restores the nearest
+earlier checkpoint and re-applies the steps after it (the machine is deterministic, so
+re-applying gives the same state; the outcomes are compared to make sure).  The checkpoints of
+the initial state, the current state and the one before it are always kept, so undoing one
+step and drawing "what changed" never replays.  ``state_digest()`` is equal after any undo /
+redo / goto to what it was at that position.
+
+Notifications.  ``unsubscribe = s.subscribe(callback)``: ``callback(event)`` is called once
+per change, after the change, with a :class:`SessionEvent` naming what happened (``apply``,
+``undo``, ``redo``, ``goto``, ``reset``, ``load``, ``replay``), the new :attr:`Session.version`
+(a counter that only grows, so ``(version, options)`` is a valid cache key for a drawing) and
+the steps concerned.
+
+Interrupting (KeyboardInterrupt) an apply, undo, redo, goto or replay puts every machine back
+to the state before the call and re-raises; the history is unchanged.  :meth:`apply_many` (long
+runs, one checkpoint at the end, a progress callback) keeps the steps completed before the
+interrupt.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import ops as _ops
+from .compare import folio_counters
+from .mm import Machine
+from .ops import OPERATIONS as _OPS_OPERATIONS
+from .ops import Outcome, World, run_step
+
+__all__ = ["Session", "Step", "SessionEvent", "InvalidOperation", "ReplayMismatch", "Inject",
+           "machine_checkpoint", "machine_restore", "checkpoint_as_snapshot",
+           "OPERATIONS", "MACHINE_KEYS", "INJECT_POINTS", "check_op", "Labels",
+           "STEP_KINDS"]
+
+#: Machine keyword arguments a session (and a scenario header) accepts.
+MACHINE_KEYS = ("nr_hugepages", "geometry", "kernel", "guard", "errors", "hvo", "count_at",
+                "lookup_first")
+
+#: Points :meth:`hgmviz.mm.Machine.inject` accepts.
+INJECT_POINTS = ("pagecache_vanish",)
+
+#: What a step did under one scheme.
+STEP_KINDS = ("ok", "failed", "partial", "state_kept", "skipped")
+
+DEFAULT_BUDGET = 256 << 20
+
+
+# =========================================================================================
+# Inject: arm a one-shot error (Machine.inject) as an operation of the trace
+# =========================================================================================
+if "Inject" in _OPS_OPERATIONS:                       # pragma: no cover - once ops.py has it
+    Inject = _OPS_OPERATIONS["Inject"]
+    OPERATIONS = dict(_OPS_OPERATIONS)
+    _LOCAL_INJECT = False
+else:
+    @dataclass(frozen=True)
+    class Inject:
+        """``m.inject(point)``: arm a one-shot error for the next UFFDIO_CONTINUE.
+
+        ``"pagecache_vanish"``: the page leaves the page cache while UFFDIO_CONTINUE runs
+        (T13/T14); what that does depends on the machine's ``lookup_first``
+        (see :meth:`hgmviz.mm.Machine.inject`)."""
+
+        point: str = "pagecache_vanish"
+
+    OPERATIONS = dict(_OPS_OPERATIONS) | {"Inject": Inject}
+    _LOCAL_INJECT = True
+
+
+def _quiet(m: Machine, call_path=()):
+    """A step that ran no kernel code: no events, and the call path given."""
+    m.last_events = {k: v[:0] for k, v in m.last_events.items()}
+    m.call_path = list(call_path)
+
+
+def _run(world: World, op) -> Outcome:
+    if _LOCAL_INJECT and isinstance(op, Inject):
+        world.machine.inject(op.point)
+        _quiet(world.machine, ["inject"])
+        return Outcome("ok")
+    return run_step(world, op)
+
+
+# =========================================================================================
+# Errors, records, events
+# =========================================================================================
+class InvalidOperation(ValueError):
+    """Input no kernel would see (unknown label, wrong type, value not allowed); nothing ran.
+
+    ``field`` names the offending field when there is one."""
+
+    def __init__(self, message: str, field: Optional[str] = None):
+        super().__init__(message)
+        self.field = field
+
+
+class ReplayMismatch(RuntimeError):
+    """Re-applying a recorded step gave a different outcome (the simulator is meant to be
+    deterministic, so this is a bug, or the history was edited)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One recorded operation and what it did under each scheme of the session.
+
+    ``outcomes``/``kinds``/``call_paths``/``events`` map a scheme name to the
+    :class:`~hgmviz.ops.Outcome`, the kind (one of :data:`STEP_KINDS`), the kernel call
+    path and the core's event arrays (``Machine.last_events``) of that step."""
+
+    op: object
+    outcomes: dict
+    kinds: dict
+    call_paths: dict = field(default_factory=dict, compare=False)
+    events: dict = field(default_factory=dict, compare=False, repr=False)
+    narration: str = ""
+
+    @property
+    def outcome(self) -> Outcome:
+        """The outcome under the session's first scheme."""
+        return next(iter(self.outcomes.values()))
+
+    @property
+    def kind(self) -> str:
+        return next(iter(self.kinds.values()))
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes.values())
+
+    @property
+    def statuses(self) -> dict:
+        return {s: o.status for s, o in self.outcomes.items()}
+
+    def __repr__(self):
+        st = self.statuses
+        vals = set(st.values())
+        return "<Step %r: %s>" % (self.op, vals.pop() if len(vals) == 1 else
+                                  ", ".join("%s %s" % kv for kv in st.items()))
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    """What a subscriber is told: ``kind`` (apply, undo, redo, goto, reset, load, replay),
+    the session ``version`` after the change, the ``position`` (steps applied) and the
+    ``steps`` concerned (the one applied, the ones undone or redone)."""
+
+    kind: str
+    version: int
+    position: int
+    steps: tuple = ()
+
+    @property
+    def outcomes(self) -> dict:
+        """Outcomes of the last step concerned, per scheme ({} for reset/load)."""
+        return dict(self.steps[-1].outcomes) if self.steps else {}
+
+    @property
+    def outcome(self):
+        return self.steps[-1].outcome if self.steps else None
+
+    def __repr__(self):
+        return "<SessionEvent %s version %d position %d, %d step(s)>" % (
+            self.kind, self.version, self.position, len(self.steps))
+
+
+# =========================================================================================
+# Validation of operations (shared with the scenario loader)
+# =========================================================================================
+@dataclass
+class Labels:
+    """The labels a trace has defined so far: processes, files, mapping addresses."""
+
+    procs: set = field(default_factory=set)
+    files: set = field(default_factory=set)
+    addrs: set = field(default_factory=set)
+
+    def copy(self) -> "Labels":
+        return Labels(set(self.procs), set(self.files), set(self.addrs))
+
+    def kind_set(self, kind):
+        return {"proc": self.procs, "file": self.files, "addr": self.addrs}[kind]
+
+
+_LABEL_WORD = {"proc": "process", "file": "file", "addr": "mapping"}
+_DEFINES = {("Spawn", "proc"): "proc", ("Fork", "child"): "proc",
+            ("MemfdCreate", "file"): "file", ("Mmap", "label"): "addr"}
+_ENUMS = {("Madvise", "advice"): tuple(_ops.ADVICE_NAMES), ("Inject", "point"): INJECT_POINTS}
+_UFFD_MODES = ("missing", "minor", "wp")
+
+
+def field_kind(opname: str, fname: str, annotation) -> str:
+    """How a field of an operation is checked: ``label:proc`` (a use), ``define:addr``,
+    ``enum``, ``uffd_mode``, ``hstate``, ``size``, ``optsize``, ``bool``, ``addr`` or ``any``."""
+    if (opname, fname) in _DEFINES:
+        return "define:" + _DEFINES[(opname, fname)]
+    if (opname, fname) in _ENUMS:
+        return "enum"
+    if (opname, fname) == ("UffdioRegister", "mode"):
+        return "uffd_mode"
+    if (opname, fname) == ("MemfdCreate", "hstate"):
+        return "hstate"
+    ann = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    if fname in ("proc", "child") and ann == "str":
+        return "label:proc"
+    if fname == "file" and ann == "str":
+        return "label:file"
+    if ann == "Addr":
+        return "addr"
+    if ann == "int":
+        return "size"
+    if ann == "Optional[int]":
+        return "optsize"
+    if ann == "bool":
+        return "bool"
+    if ann == "str":
+        return "str"
+    return "any"
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit, sh in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << sh and n % (1 << sh) == 0:
+            return "%d %s" % (n >> sh, unit)
+    return "%d" % n
+
+
+def check_value(opname, fname, kind, value, labels: Labels, geometry=None, parse_size=None):
+    """Check (and normalise) one field value; raise ``InvalidOperation`` naming what is
+    allowed.  Only what no kernel call could express is checked here (types, labels, names
+    of advice and modes); values the kernel validates (alignment, sizes, hstates) go to the
+    machine, which answers with an errno.  ``parse_size`` (the scenario reader's) lets size
+    fields be strings like ``"2 MiB"``."""
+    where = "%s.%s" % (opname, fname)
+
+    def bad(msg):
+        raise InvalidOperation("%s: %s" % (where, msg), fname)
+
+    def size(v, allow_none=False):
+        if v is None and allow_none:
+            return None
+        if isinstance(v, str) and parse_size is not None:
+            try:
+                return parse_size(v)
+            except ValueError as e:
+                bad(str(e))
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            bad("must be an integer%s, not %r" % (" (bytes, or a size such as \"2 MiB\")"
+                                                  if parse_size else "", v))
+        return int(v)
+
+    def label(v, lk):
+        if not isinstance(v, str) or not v:
+            bad("must be a %s label (a non-empty string), not %r" % (_LABEL_WORD[lk], v))
+        if labels is not None and v not in labels.kind_set(lk):
+            known = sorted(labels.kind_set(lk))
+            bad("unknown %s label %r; %s" % (_LABEL_WORD[lk], v,
+                "defined so far: " + ", ".join(known) if known else "none defined yet"))
+        return v
+
+    if kind.startswith("define:"):
+        lk = kind.split(":")[1]
+        if not isinstance(value, str) or not value:
+            bad("must be a new %s label (a non-empty string), not %r" % (_LABEL_WORD[lk], value))
+        return value
+    if kind.startswith("label:"):
+        return label(value, kind.split(":")[1])
+    if kind == "enum":
+        allowed = _ENUMS[(opname, fname)]
+        if value not in allowed:
+            bad("%r is not allowed; allowed: %s" % (value, ", ".join(allowed)))
+        return value
+    if kind == "uffd_mode":
+        parts = value.split("|") if isinstance(value, str) else None
+        if not parts or any(p.strip() not in _UFFD_MODES for p in parts):
+            bad("%r is not allowed; allowed: missing, minor, wp, or several joined by '|'"
+                % (value,))
+        return value
+    if kind == "hstate":
+        # a size the geometry lacks is the kernel's to refuse (memfd_create: EINVAL)
+        return size(value)
+    if kind == "size":
+        return size(value)
+    if kind == "optsize":
+        return size(value, allow_none=True)
+    if kind == "bool":
+        if not isinstance(value, bool):
+            bad("must be true or false, not %r" % (value,))
+        return value
+    if kind == "addr":
+        if isinstance(value, str):
+            return label(value, "addr")
+        if isinstance(value, (tuple, list)):
+            if len(value) != 2:
+                bad("an address is a mapping label, [label, offset] or an integer, not %r"
+                    % (value,))
+            return (label(value[0], "addr"), size(value[1]))
+        return size(value)
+    if kind == "str":
+        if not isinstance(value, str):
+            bad("must be a string, not %r" % (value,))
+        return value
+    return value
+
+
+def check_op(op, labels: Optional[Labels], geometry=None):
+    """Check every field of ``op`` against ``labels`` (None: skip label checks); raise
+    :class:`InvalidOperation`.  Returns the labels this op defines as ``[(kind, name)]``."""
+    import dataclasses
+    cls = type(op)
+    name = cls.__name__
+    if OPERATIONS.get(name) is not cls:
+        raise InvalidOperation("not an operation: %r; operations: %s"
+                               % (op, ", ".join(OPERATIONS)))
+    defines = []
+    for f in dataclasses.fields(cls):
+        kind = field_kind(name, f.name, f.type)
+        check_value(name, f.name, kind, getattr(op, f.name), labels, geometry)
+        if kind.startswith("define:"):
+            defines.append((kind.split(":")[1], getattr(op, f.name)))
+    return defines
+
+
+# =========================================================================================
+# Checkpoints: the state of one machine, copying only the page tables in use
+# =========================================================================================
+# Why not Machine.snapshot(): it copies the pool's whole capacity (ent is capacity x 512
+# int32), which after a large run (or pt.reserve_tables) is far bigger than what is in use.
+# Unused page-table pages are all-zero (table_free takes an empty, unshared page), so the
+# used rows, the free stack and the capacity determine the pool.  The Python half and the
+# counters are saved exactly as Machine.snapshot() saves them.
+
+def _nbytes(x) -> int:
+    if isinstance(x, np.ndarray):
+        return x.nbytes
+    if isinstance(x, dict):
+        return sum(_nbytes(v) for v in x.values()) + 64 * len(x)
+    if isinstance(x, (list, tuple)):
+        return sum(_nbytes(v) for v in x) + 8 * len(x)
+    return 64
+
+
+def _stack_run(fstack, cap: int) -> int:
+    """How many entries at the bottom of the free stack are the untouched run
+    ``cap-1, cap-2, ...`` (pages never used since the pool grew): stored as a count."""
+    n = fstack.size
+    if n == 0:
+        return 0
+    mism = np.flatnonzero(fstack != np.arange(cap - 1, cap - 1 - n, -1, dtype=fstack.dtype))
+    return int(mism[0]) if mism.size else n
+
+
+def machine_checkpoint(m: Machine) -> dict:
+    """A snapshot of ``m`` that copies only the page-table pages in use (and the part of the
+    free stack that is not the run of never-used pages)."""
+    pt = m.pt
+    used = np.flatnonzero(pt.tlevel)
+    cap = pt.capacity
+    fs = pt.fstack[:pt.nr_free]
+    run = _stack_run(fs, cap)
+    tables = {"capacity": cap, "used": used, "ent": pt.ent[used],
+              "tlevel": pt.tlevel[used], "tcount": pt.tcount[used], "tshare": pt.tshare[used],
+              "tfolio": pt.tfolio[used], "stack_run": run, "fstack": fs[run:].copy()}
+    snap = {"tables": tables, "scheme": m.scheme.snapshot(), "py": m._save(),
+            "version": m.version, "warned": m._warned_sign,
+            "inject": getattr(m, "_inject", None)}
+    snap["nbytes"] = _nbytes(tables) + _nbytes(snap["scheme"]) + _nbytes(list(snap["py"][:5]))
+    return snap
+
+
+def _full_stack(t: dict, cap: int, dtype) -> np.ndarray:
+    """The free stack of checkpoint ``t`` in a pool of capacity ``cap`` >= its own: pages
+    added by growth lie under the stack, as ``PageTablePool.grow_tables`` puts them."""
+    low = t["capacity"] - t["stack_run"]         # the run is cap0-1 .. low
+    return np.concatenate([np.arange(cap - 1, low - 1, -1, dtype=dtype),
+                           t["fstack"].astype(dtype, copy=False)])
+
+
+def machine_restore(m: Machine, snap: dict):
+    """Put ``m`` back exactly as it was at :func:`machine_checkpoint` (page tables in place:
+    rows in use now are cleared, the snapshot's rows written back; a pool that grew since
+    keeps its capacity, the new pages under the free stack as growth puts them)."""
+    pt = m.pt
+    t = snap["tables"]
+    cap0 = t["capacity"]
+    if pt.capacity < cap0:
+        pt.grow_tables(cap0 - pt.capacity)
+    cur = np.flatnonzero(pt.tlevel)
+    pt.ent[cur] = 0
+    pt.tlevel[cur] = 0
+    pt.tcount[cur] = 0
+    pt.tshare[cur] = 0
+    pt.tfolio[cur] = -1
+    u = t["used"]
+    pt.ent[u] = t["ent"]
+    pt.tlevel[u] = t["tlevel"]
+    pt.tcount[u] = t["tcount"]
+    pt.tshare[u] = t["tshare"]
+    pt.tfolio[u] = t["tfolio"]
+    stack = _full_stack(t, pt.capacity, pt.fstack.dtype)
+    pt.fstack[:stack.size] = stack
+    pt.state_arrays()["nfree"][0] = stack.size     # a view of meta[M_NFREE]
+    m.scheme.restore(snap["scheme"])
+    m._restore(snap["py"])
+    m._restore(m._save())                           # own copies: the checkpoint stays intact
+    m.version = snap["version"]
+    m._warned_sign = snap["warned"]
+    if hasattr(m, "_inject"):
+        m._inject = snap["inject"]
+    if getattr(m, "_in_op", False):                 # interrupted inside an operation
+        m._in_op = False
+
+
+def checkpoint_as_snapshot(m: Machine, snap: dict) -> dict:
+    """A checkpoint in the format of ``m.snapshot()`` (what the renderer's ``before`` takes);
+    the pool arrays are allocated at the checkpoint's capacity (zeroed lazily by the OS)."""
+    t = snap["tables"]
+    cap, u = t["capacity"], t["used"]
+    ent = np.zeros((cap, m.pt.ptrs), dtype=m.pt.ent.dtype)
+    ent[u] = t["ent"]
+
+    def col(name, fill, dtype):
+        a = np.full(cap, fill, dtype=dtype)
+        a[u] = t[name]
+        return a
+
+    stack = _full_stack(t, cap, m.pt.fstack.dtype)
+    nfree = stack.size
+    fstack = np.zeros(cap, dtype=m.pt.fstack.dtype)
+    fstack[:nfree] = stack
+    pt = {"ent": ent, "tlevel": col("tlevel", 0, m.pt.tlevel.dtype),
+          "tcount": col("tcount", 0, m.pt.tcount.dtype),
+          "tshare": col("tshare", 0, m.pt.tshare.dtype),
+          "tfolio": col("tfolio", -1, m.pt.tfolio.dtype), "fstack": fstack,
+          "nfree": np.array([nfree], dtype=np.int64)}
+    return {"pt": pt, "scheme": snap["scheme"], "py": snap["py"], "version": snap["version"],
+            "warned": snap["warned"]}
+
+
+def _kind(out: Outcome, changed: bool) -> str:
+    if out.status == "skipped":
+        return "skipped"
+    if out.ok:
+        return "ok"
+    if changed:
+        return "partial" if out.status == "EAGAIN" else "state_kept"
+    return "failed"
+
+
+class _HybridMethod:
+    """``Session.load(path)`` makes a new session; ``session.load(path)`` loads in place."""
+
+    def __init__(self, func):
+        self.func = func
+        self.__doc__ = func.__doc__
+
+    def __get__(self, obj, owner):
+        func = self.func
+
+        @functools.wraps(func)
+        def bound(*args, **kwargs):
+            return func(owner, obj, *args, **kwargs)
+        return bound
+
+
+# =========================================================================================
+# The session
+# =========================================================================================
+class Session:
+    """Machines (one per scheme), the labels of the trace, the history and its position.
+
+    ``Session(nr_hugepages=..., geometry=..., kernel=..., guard=..., errors=..., hvo=...,
+    count_at=..., lookup_first=..., scheme="mainline" | schemes=[...], title="",
+    description="", watch=[("f", 0)], snapshot_budget=256 MiB)``.
+    """
+
+    def __init__(self, *, schemes=None, scheme=None, title: str = "", description: str = "",
+                 watch=(), snapshot_budget: int = DEFAULT_BUDGET, **machine_kwargs):
+        unknown = sorted(set(machine_kwargs) - set(MACHINE_KEYS))
+        if unknown:
+            raise TypeError("Session() got unknown argument(s) %s; machine arguments: %s"
+                            % (", ".join(unknown), ", ".join(MACHINE_KEYS)))
+        if schemes is not None and scheme is not None:
+            raise TypeError("give scheme= (one machine) or schemes=[...] (one per scheme), "
+                            "not both")
+        if schemes is None:
+            schemes = [scheme or "mainline"]
+        if isinstance(schemes, str):
+            schemes = [schemes]
+        schemes = list(schemes)
+        if not schemes:
+            raise ValueError("schemes must name at least one scheme")
+        if len(set(schemes)) != len(schemes):
+            raise ValueError("schemes must not repeat: %r" % (schemes,))
+        defaults = {k: v.default for k, v in inspect.signature(Machine).parameters.items()
+                    if k in MACHINE_KEYS}
+        self.config = defaults | dict(machine_kwargs)       # every machine argument, explicit
+        if self.config.get("nr_hugepages") is None:
+            self.config["nr_hugepages"] = {}
+        self.schemes = tuple(schemes)
+        self.title = str(title)
+        self.description = str(description)
+        self.watch = tuple((str(lbl), int(off)) for lbl, off in watch)
+        if isinstance(snapshot_budget, bool) or not isinstance(snapshot_budget, int) \
+                or snapshot_budget < 0:
+            raise ValueError("snapshot_budget must be a number of bytes >= 0")
+        self.snapshot_budget = snapshot_budget
+        self.machines = {s: Machine(scheme=s, **self.config) for s in self.schemes}
+        self.worlds = {s: World(m) for s, m in self.machines.items()}
+        self._history: list = []
+        self._pos = 0
+        self._version = 0
+        self._subscribers: list = []
+        self._notifying = False
+        self._ckpt: dict = {}
+        self.stats = {"checkpoints_taken": 0, "replayed_steps": 0, "checkpoint_seconds": 0.0,
+                      "restore_seconds": 0.0}
+        self._store_checkpoint(0)
+
+    # ---- views -------------------------------------------------------------------------
+    @property
+    def machine(self) -> Machine:
+        """The machine of the first scheme."""
+        return self.machines[self.schemes[0]]
+
+    @property
+    def world(self) -> World:
+        return self.worlds[self.schemes[0]]
+
+    @property
+    def geometry(self):
+        return self.machine.geometry
+
+    @property
+    def history(self) -> tuple:
+        """Every recorded step, including those undone (the redo tail)."""
+        return tuple(self._history)
+
+    @property
+    def steps(self) -> tuple:
+        """The steps applied to reach the current state."""
+        return tuple(self._history[:self._pos])
+
+    @property
+    def position(self) -> int:
+        return self._pos
+
+    @property
+    def version(self) -> int:
+        """Grows by one at every change (apply, undo, redo, goto, reset, load, replay)."""
+        return self._version
+
+    @property
+    def last(self) -> Optional[Step]:
+        """The step that led to the current state (None at the start)."""
+        return self._history[self._pos - 1] if self._pos else None
+
+    @property
+    def can_undo(self) -> bool:
+        return self._pos > 0
+
+    @property
+    def can_redo(self) -> bool:
+        return self._pos < len(self._history)
+
+    def labels(self) -> Labels:
+        """Labels defined in any of the session's worlds."""
+        lab = Labels()
+        for w in self.worlds.values():
+            lab.procs |= set(w.procs)
+            lab.files |= set(w.files)
+            lab.addrs |= set(w.addrs)
+        return lab
+
+    def state_digest(self) -> str:
+        """A hash of every machine's state (``Machine.state_digest()``, plus the armed
+        injection and the WARN_ON_ONCE flag, which it leaves out) and the trace's labels."""
+        h = hashlib.sha256()
+        for s in self.schemes:
+            m, w = self.machines[s], self.worlds[s]
+            h.update(s.encode())
+            h.update(m.state_digest().encode())
+            h.update(repr((getattr(m, "_inject", None), m._warned_sign)).encode())
+            h.update(repr((sorted((k, p.pid) for k, p in w.procs.items()),
+                           sorted((k, f.id) for k, f in w.files.items()),
+                           sorted(w.addrs.items()))).encode())
+        return h.hexdigest()
+
+    def counters(self, pages=(0, 1)) -> dict:
+        """``{scheme: {"f@0x2000": folio counters or None}}`` for the watched (file label,
+        byte offset)s: the counters of the folio holding that byte, with ``page_mapcount``
+        of ``pages`` and of the page holding the byte (None: the file has no folio there)."""
+        out = {}
+        for s in self.schemes:
+            w = self.worlds[s]
+            row = {}
+            for label, offset in self.watch:
+                f = w.files.get(label)
+                folio = f.folio_at(offset) if f is not None else None
+                pg = tuple(pages)
+                if folio is not None:
+                    idx = (offset & (folio.size - 1)) >> w.machine.geometry.page_shift
+                    pg = tuple(sorted(set(pg) | {idx}))
+                row["%s@%#x" % (label, offset)] = folio_counters(w.machine, folio, pg)
+            out[s] = row
+        return out
+
+    def before(self, scheme: Optional[str] = None) -> Optional[dict]:
+        """The state before the last step in ``m.snapshot()`` format (the renderer's
+        ``before``), or None at the start."""
+        if self._pos == 0:
+            return None
+        s = scheme or self.schemes[0]
+        if s not in self.machines:
+            raise ValueError("no scheme %r in this session; schemes: %s"
+                             % (s, ", ".join(self.schemes)))
+        self._ensure_prev()
+        return checkpoint_as_snapshot(self.machines[s], self._ckpt[self._pos - 1]["machines"][s])
+
+    # ---- subscribers -------------------------------------------------------------------
+    def subscribe(self, callback: Callable[[SessionEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` after every change; returns a function that unsubscribes."""
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        token = [callback]
+        self._subscribers.append(token)
+
+        def unsubscribe():
+            try:
+                self._subscribers.remove(token)
+            except ValueError:
+                pass
+        return unsubscribe
+
+    def _notify(self, kind: str, steps=()):
+        self._version += 1
+        ev = SessionEvent(kind, self._version, self._pos, tuple(steps))
+        errors = []
+        self._notifying = True
+        try:
+            for token in list(self._subscribers):
+                try:
+                    token[0](ev)
+                except Exception as e:      # one failing view must not starve the others
+                    errors.append(e)
+        finally:
+            self._notifying = False
+        if errors:
+            raise errors[0]
+        return ev
+
+    def _check_not_notifying(self):
+        if self._notifying:
+            raise RuntimeError("a subscriber may not change the session while it is notified")
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def _take(self) -> dict:
+        t = time.perf_counter()
+        ms = {s: machine_checkpoint(m) for s, m in self.machines.items()}
+        ck = {"machines": ms,
+              "labels": {s: (dict(w.procs), dict(w.files), dict(w.addrs))
+                         for s, w in self.worlds.items()},
+              "nbytes": sum(c["nbytes"] for c in ms.values())}
+        self.stats["checkpoints_taken"] += 1
+        self.stats["checkpoint_seconds"] += time.perf_counter() - t
+        return ck
+
+    def _store_checkpoint(self, index: int, ck: Optional[dict] = None):
+        self._ckpt[index] = ck if ck is not None else self._take()
+        self._thin()
+
+    def _protected(self) -> set:
+        return {0, self._pos, self._pos - 1}
+
+    def checkpoint_bytes(self) -> int:
+        """Memory held by the checkpoints (one shared by several positions counts once)."""
+        return sum(c["nbytes"] for c in {id(c): c for c in self._ckpt.values()}.values())
+
+    def _thin(self):
+        """Drop checkpoints until they fit the budget: each time the one whose removal
+        leaves the shortest replay (smallest gap between its neighbours)."""
+        keep = self._protected()
+        while self.checkpoint_bytes() > self.snapshot_budget:
+            keys = sorted(self._ckpt)
+            best, best_gap = None, None
+            for i, k in enumerate(keys):
+                if k in keep:
+                    continue
+                prev = keys[i - 1] if i > 0 else 0
+                nxt = keys[i + 1] if i + 1 < len(keys) else len(self._history) + 1
+                gap = nxt - prev
+                if best_gap is None or gap < best_gap:
+                    best, best_gap = k, gap
+            if best is None:
+                break
+            del self._ckpt[best]
+
+    def _restore_checkpoint(self, index: int):
+        t = time.perf_counter()
+        ck = self._ckpt[index]
+        for s, m in self.machines.items():
+            machine_restore(m, ck["machines"][s])
+            procs, files, addrs = ck["labels"][s]
+            w = self.worlds[s]
+            w.procs, w.files, w.addrs = dict(procs), dict(files), dict(addrs)
+        self.stats["restore_seconds"] += time.perf_counter() - t
+
+    def _set_views(self):
+        """call_path and last_events of every machine: those of the step that led here."""
+        st = self.last
+        for s, m in self.machines.items():
+            if st is None:
+                _quiet(m)
+            else:
+                m.call_path = list(st.call_paths.get(s, ()))
+                if s in st.events:
+                    m.last_events = st.events[s]
+
+    # ---- running one operation on every machine ---------------------------------------
+    def _run_all(self, op) -> tuple:
+        outs, kinds, paths, events = {}, {}, {}, {}
+        for s in self.schemes:
+            w = self.worlds[s]
+            m = w.machine
+            v0 = m.version
+            try:
+                out = _run(w, op)
+            except KeyError as e:
+                # a label that exists under another scheme, whose defining step failed here
+                msg = e.args[0] if e.args else ""
+                if len(self.schemes) == 1 or "labelled" not in str(msg):
+                    raise
+                out = Outcome("skipped", message="%s (the step that defined it failed under "
+                              "%s)" % (msg, s))
+                _quiet(m)
+            changed = m.version != v0
+            outs[s] = out
+            kinds[s] = _kind(out, changed)
+            paths[s] = tuple(m.call_path)
+            events[s] = m.last_events
+        return outs, kinds, paths, events
+
+    def _validate(self, op):
+        lab = self.labels()
+        try:
+            check_op(op, lab, self.geometry)
+        except InvalidOperation:
+            raise
+        except Exception as e:       # pragma: no cover - defensive
+            raise InvalidOperation(str(e)) from e
+
+    def apply(self, op, narration: str = "") -> Outcome:
+        """Run ``op`` on every machine; record it; return its outcome under the first scheme
+        (all of them: ``session.last.outcomes``).  Raises :class:`InvalidOperation` for input
+        no kernel would see; nothing is recorded then and nothing changes."""
+        self._check_not_notifying()
+        self._validate(op)
+        mark = self._mark()
+        try:
+            outs, kinds, paths, events = self._run_all(op)
+        except (ValueError, TypeError, KeyError, NotImplementedError) as e:
+            self._restore_checkpoint(self._pos)
+            self._set_views()
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+            raise InvalidOperation("%s: %s" % (type(op).__name__, msg)) from e
+        except BaseException:
+            self._restore_checkpoint(self._pos)
+            self._set_views()
+            raise
+        step = Step(op, outs, kinds, paths, events, str(narration))
+        try:
+            # a step that changed nothing (a refused operation) shares the checkpoint
+            ck = self._ckpt[self._pos] if self._mark() == mark else self._take()
+        except BaseException:
+            self._restore_checkpoint(self._pos)
+            self._set_views()
+            raise
+        # commit: drop the redo tail, record
+        for k in [k for k in self._ckpt if k > self._pos]:
+            del self._ckpt[k]
+        del self._history[self._pos:]
+        self._history.append(step)
+        self._pos += 1
+        self._store_checkpoint(self._pos, ck)
+        self._notify("apply", (step,))
+        return step.outcome
+
+    def apply_many(self, ops, progress: Optional[Callable[[int, int], None]] = None) -> list:
+        """Apply several operations as consecutive steps, taking one checkpoint at the end
+        (for long runs on big states).  ``progress(done, total)`` is called after each.  An
+        interrupt (or an invalid operation) keeps the steps completed before it, leaves the
+        session consistent and re-raises.  One ``apply`` notification, with every step."""
+        self._check_not_notifying()
+        ops = list(ops)
+        if not ops:
+            return []
+        self._validate(ops[0])
+        for k in [k for k in self._ckpt if k > self._pos]:
+            del self._ckpt[k]
+        del self._history[self._pos:]
+        start = self._pos
+        done = []
+        mark = self._mark()
+        try:
+            for i, op in enumerate(ops):
+                if i:
+                    self._validate(op)
+                if i == len(ops) - 1 and self._pos not in self._ckpt:
+                    self._ckpt[self._pos] = self._take()     # "before" of the last step
+                try:
+                    outs, kinds, paths, events = self._run_all(op)
+                except (ValueError, TypeError, KeyError, NotImplementedError) as e:
+                    raise InvalidOperation("%s: %s" % (type(op).__name__, e)) from e
+                step = Step(op, outs, kinds, paths, events)
+                self._history.append(step)
+                self._pos += 1
+                done.append(step)
+                mark = self._mark()
+                if progress is not None:
+                    progress(i + 1, len(ops))
+        except BaseException:
+            if self._mark() != mark:
+                # interrupted inside an operation: rebuild the state after the completed steps
+                self._pos = start
+                self._restore_checkpoint(start)
+                self._replay_range(start, start + len(done), checkpoint=False)
+                self._pos = start + len(done)
+            if self._pos not in self._ckpt:
+                self._ckpt[self._pos] = self._take()
+            self._ensure_prev()
+            self._thin()
+            self._set_views()
+            if done:
+                self._notify("apply", done)
+            raise
+        self._store_checkpoint(self._pos)
+        self._notify("apply", done)
+        return [s.outcome for s in done]
+
+    def _ensure_prev(self):
+        """Make sure the state before the last step is checkpointed (see :meth:`before`)."""
+        prev = self._pos - 1
+        if prev < 0 or prev in self._ckpt:
+            return
+        base = max(k for k in self._ckpt if k <= prev)
+        try:
+            self._restore_checkpoint(base)
+            self._replay_range(base, prev, checkpoint=False)
+            self._ckpt[prev] = self._take()
+        finally:
+            self._restore_checkpoint(self._pos)
+            self._set_views()
+
+    def _mark(self) -> tuple:
+        """What tells whether a machine is exactly as its last completed step left it."""
+        return tuple((m.version, bool(getattr(m, "_in_op", False)), getattr(m, "_inject", None),
+                      m._warned_sign, len(w.procs), len(w.files), len(w.addrs))
+                     for m, w in ((self.machines[s], self.worlds[s]) for s in self.schemes))
+
+    # ---- moving along the history ------------------------------------------------------
+    def _replay_range(self, a: int, b: int, checkpoint: bool = True, keep=()):
+        """Re-apply steps ``a .. b-1`` from the state at position ``a``, comparing outcomes;
+        checkpoint the positions in ``keep``, and others while the budget allows."""
+        est = 0
+        for i in range(a, b):
+            step = self._history[i]
+            outs, _, _, _ = self._run_all(step.op)
+            self.stats["replayed_steps"] += 1
+            if outs != step.outcomes:
+                raise ReplayMismatch("step %d (%r) gave %s when re-applied, %s when recorded"
+                                     % (i + 1, step.op, outs, step.outcomes))
+            j = i + 1
+            if j in self._ckpt:
+                continue
+            if j in keep or (checkpoint and j < b and
+                             self.checkpoint_bytes() + est <= self.snapshot_budget):
+                ck = self._take()
+                est = ck["nbytes"]
+                self._ckpt[j] = ck
+
+    def _goto(self, target: int):
+        """Move the machines to position ``target`` and keep checkpoints of ``target`` and
+        ``target - 1`` (what a view needs to draw the last step's changes)."""
+        pos = self._pos
+        need = [k for k in (target - 1, target) if k >= 0]
+        missing = [k for k in need if k not in self._ckpt]
+        try:
+            if not missing:
+                if target != pos:
+                    self._restore_checkpoint(target)
+            else:
+                first = missing[0]
+                base = max(k for k in self._ckpt if k <= first)
+                if base <= pos <= first:
+                    base = pos            # the current state is the nearest: no restore
+                elif base != pos:
+                    self._restore_checkpoint(base)
+                self._replay_range(base, target, keep=missing)
+            self._pos = target
+            self._thin()
+        except BaseException:
+            self._pos = pos
+            self._restore_checkpoint(pos)
+            self._set_views()
+            raise
+        self._set_views()
+
+    def undo(self) -> Optional[Step]:
+        """Go back one step; returns the step undone (None if there is none)."""
+        self._check_not_notifying()
+        if not self._pos:
+            return None
+        step = self._history[self._pos - 1]
+        self._goto(self._pos - 1)
+        self._notify("undo", (step,))
+        return step
+
+    def redo(self) -> Optional[Step]:
+        """Re-apply the next undone step; returns it (None if there is none)."""
+        self._check_not_notifying()
+        if self._pos >= len(self._history):
+            return None
+        step = self._history[self._pos]
+        self._goto(self._pos + 1)
+        self._notify("redo", (step,))
+        return step
+
+    def goto(self, position: int):
+        """Move to the state after ``position`` steps (0: the start), keeping the history."""
+        self._check_not_notifying()
+        if isinstance(position, bool) or not isinstance(position, int) or \
+                not 0 <= position <= len(self._history):
+            raise ValueError("position must be an int in 0..%d, not %r"
+                             % (len(self._history), position))
+        old = self._pos
+        self._goto(position)
+        lo, hi = sorted((old, position))
+        self._notify("goto", self._history[lo:hi])
+
+    def reset(self):
+        """Back to the initial state with an empty history."""
+        self._check_not_notifying()
+        self._restore_checkpoint(0)
+        ck0 = self._ckpt[0]
+        self._ckpt = {0: ck0}
+        self._history = []
+        self._pos = 0
+        self._set_views()
+        self._notify("reset")
+
+    def replay(self) -> list:
+        """Re-apply every step up to the current position from the initial state and check
+        that each gives the outcome recorded (raises :class:`ReplayMismatch` otherwise, with
+        the state as before).  Returns the steps."""
+        self._check_not_notifying()
+        pos = self._pos
+        try:
+            self._restore_checkpoint(0)
+            self._replay_range(0, pos)
+        except BaseException:
+            self._restore_checkpoint(pos)
+            self._set_views()
+            raise
+        if pos not in self._ckpt:
+            self._ckpt[pos] = self._take()
+        self._thin()
+        self._set_views()
+        self._notify("replay", self._history[:pos])
+        return list(self._history[:pos])
+
+    # ---- files ---------------------------------------------------------------------------
+    def save(self, path):
+        """Write the session (header and every step of the history) as a scenario file."""
+        from .scenarios import save_session
+        save_session(self, path)
+
+    @_HybridMethod
+    def load(cls, self, path):
+        """``Session.load(path)``: a new session replaying the scenario file;
+        ``session.load(path)``: replace this session's content (subscribers are kept and
+        told ``load``).  A malformed file raises :class:`~hgmviz.scenarios.ScenarioError`
+        and changes nothing."""
+        from .scenarios import session_from_scenario, read_scenario
+        sc = read_scenario(path)
+        new = session_from_scenario(sc, snapshot_budget=(self.snapshot_budget if self is not None
+                                                         else DEFAULT_BUDGET))
+        if self is None:
+            return new
+        self._adopt(new)
+        return self
+
+    def _adopt(self, other: "Session"):
+        self._check_not_notifying()
+        for name in ("config", "schemes", "title", "description", "watch", "machines",
+                     "worlds", "_history", "_pos", "_ckpt"):
+            setattr(self, name, getattr(other, name))
+        self._set_views()
+        self._notify("load", tuple(self._history[:self._pos]))
+
+    def __repr__(self):
+        return "<Session %s%s: step %d of %d, version %d>" % (
+            "/".join(self.schemes), (" %r" % self.title) if self.title else "", self._pos,
+            len(self._history), self._version)
