@@ -1,0 +1,247 @@
+"""Minimal reproducers of disagreements between the fast simulator and the kernel's rules.
+
+Each test was found by the property test in ``test_model_equivalence.py`` (the reference model
+in ``refmodel.py`` follows the rule cited) and fails until ``hgmviz`` is fixed.  The equivalence
+test avoids these inputs while they are listed in its ``KNOWN_DIVERGENCES``; remove an entry there
+once its test here passes.
+"""
+import errno
+
+import pytest
+
+import hgmviz as hv
+
+from conftest import KIB4, MIB2, assert_unchanged
+
+
+def _machine(**kw):
+    return hv.Machine(nr_hugepages={MIB2: 8}, **kw)
+
+
+def test_madvise_collapse_zero_length_is_a_noop_on_mainline():
+    # mm/madvise.c do_madvise(): after the advice and start-alignment checks,
+    # "if (end == start) return 0;" comes before any VMA is looked at; MADV_COLLAPSE is a
+    # valid advice since v6.1, so madvise(addr, 0, MADV_COLLAPSE) returns 0 (as the
+    # simulator already does for MADV_DONTNEED).
+    m = _machine()
+    f = m.memfd_create(size=MIB2)
+    p = m.spawn()
+    a = p.mmap(f, MIB2)
+    assert p.madvise(a, 0, hv.MADV_DONTNEED) == 0
+    assert p.madvise(a, 0, hv.MADV_COLLAPSE) == 0
+
+
+def test_madvise_split_zero_length_is_einval_on_mainline():
+    # mm/madvise.c do_madvise(): "if (!madvise_behavior_valid(behavior)) return -EINVAL;" is
+    # the first check, before "if (end == start) return 0;": on a kernel without HGM,
+    # MADV_SPLIT (26) is unknown advice whatever the length.
+    m = _machine()
+    f = m.memfd_create(size=MIB2)
+    p = m.spawn()
+    a = p.mmap(f, MIB2)
+    assert_unchanged(m, lambda: p.madvise(a, 0, hv.MADV_SPLIT), OSError, errno.EINVAL)
+
+
+def test_fallocate_sets_i_size_to_offset_plus_len():
+    # fs/hugetlbfs/inode.c hugetlbfs_fallocate(): pages are allocated for whole hugepages
+    # (start rounded down, end rounded up), but the size set afterwards is not rounded:
+    # "if (!(mode & FALLOC_FL_KEEP_SIZE) && offset + len > inode->i_size)
+    #      i_size_write(inode, offset + len);"
+    m = _machine()
+    f = m.memfd_create(size=0)
+    f.fallocate(0, KIB4)
+    assert f.folio_at(0) is not None
+    assert f.size == KIB4
+
+
+def test_fallocate_zero_length_is_einval():
+    # fs/open.c vfs_fallocate(): "if (offset < 0 || len <= 0) return -EINVAL;" -- a syscall
+    # the kernel refuses raises OSError with its errno (issue 2), not ValueError.
+    m = _machine()
+    f = m.memfd_create(size=MIB2)
+    assert_unchanged(m, lambda: f.fallocate(0, 0), OSError, errno.EINVAL)
+
+
+def test_uffdio_register_allows_holes():
+    # fs/userfaultfd.c userfaultfd_register(): the range must meet at least one VMA
+    # (vma_find(&vmi, end), else EINVAL) and start must be aligned to the first VMA's
+    # hugepage; the VMAs in the range are then walked with for_each_vma_range() and every one
+    # is registered -- there is no check for holes between them (UFFDIO_UNREGISTER likewise).
+    m = _machine()
+    f = m.memfd_create(size=4 * MIB2)
+    p = m.spawn()
+    a = p.mmap(f, 3 * MIB2)
+    p.munmap(a + MIB2, MIB2)                       # two VMAs with a hole between them
+    assert p.uffdio_register(a, 3 * MIB2, mode="minor") == 0
+    assert [v.uffd_modes for v in p.vmas] == [("minor",), ("minor",)]
+    assert p.uffdio_unregister(a, 3 * MIB2) == 0
+    assert [v.uffd_modes for v in p.vmas] == [(), ()]
+
+
+def test_uffdio_unregister_leaves_unregistered_vmas_alone():
+    # fs/userfaultfd.c userfaultfd_unregister(): only the first VMA's start alignment is
+    # checked up front; in the loop "if (!vma->vm_userfaultfd_ctx.ctx) goto skip;", so a VMA
+    # that is not registered is neither split nor checked (only splitting a registered VMA
+    # off a hugepage boundary fails, in hugetlb_vm_op_split).
+    m = _machine()
+    f = m.memfd_create(size=2 * MIB2)
+    p = m.spawn()
+    a = p.mmap(f, 2 * MIB2)
+    assert p.uffdio_unregister(a, MIB2) == 0       # no split of the unregistered VMA
+    assert len(p.vmas) == 1
+    assert p.uffdio_unregister(a, KIB4) == 0       # no end-alignment check either
+    assert len(p.vmas) == 1
+
+
+def test_uffdio_register_twice_is_ebusy():
+    # Process.uffdio_register() is "userfaultfd() + UFFDIO_API + UFFDIO_REGISTER": a new
+    # userfaultfd each call.  fs/userfaultfd.c userfaultfd_register(): "Check that this vma
+    # isn't already owned by a different userfaultfd. We can't allow more than one userfaultfd
+    # to own a single vma simultaneously or we wouldn't know which one to deliver the
+    # userfaults to." -> -EBUSY.
+    m = _machine()
+    f = m.memfd_create(size=2 * MIB2)
+    p = m.spawn()
+    a = p.mmap(f, 2 * MIB2)
+    p.uffdio_register(a, MIB2, mode="minor")
+    assert_unchanged(m, lambda: p.uffdio_register(a, MIB2, mode="wp"), OSError, errno.EBUSY)
+    assert_unchanged(m, lambda: p.uffdio_register(a, 2 * MIB2, mode="minor"), OSError,
+                     errno.EBUSY)
+
+
+def test_uffdio_continue_batch_continues_into_the_next_vma():
+    # Process.uffdio_continue_batch() promises "exactly for a in range(addr, addr + length,
+    # piece): uffdio_continue(a, piece), stopping at the first failure".  Each of those calls
+    # lies inside one VMA, so the loop goes on into the adjacent registered VMA.
+    m = _machine()
+    f = m.memfd_create(size=2 * MIB2)
+    f.fallocate(0, 2 * MIB2)
+    p = m.spawn()
+    a = p.mmap(f, 2 * MIB2)
+    p.uffdio_register(a, MIB2, mode="minor")
+    p.uffdio_register(a + MIB2, MIB2, mode="minor")   # a second VMA (another userfaultfd)
+    assert p.uffdio_continue(a, MIB2) + p.uffdio_continue(a + MIB2, MIB2) == 2 * MIB2
+    p.madvise(a, 2 * MIB2, hv.MADV_DONTNEED)
+    assert p.uffdio_continue_batch(a, 2 * MIB2, MIB2) == 2 * MIB2
+    assert f.folio_at(MIB2).entire_mapcount == 1
+
+
+def test_audit_counts_a_pmd_table_shared_within_one_process_once():
+    # mm/hugetlb.c huge_pmd_share() walks every VMA of the file (vma_interval_tree_foreach on
+    # mapping->i_mmap) and skips only "svma == vma": a second PUD-aligned mapping of the same
+    # file in the *same* process attaches the first one's PMD page.  Both mappings then see
+    # one leaf (mapcount counts page-table entries, domain.md 2.2): refcount pc + 1, mapcount 1,
+    # as Machine reports.  audit()'s replay counts that table's leaves once per VMA instead.
+    m = hv.Machine(nr_hugepages={32 << 10: 8}, geometry="toy")
+    f = m.memfd_create(size=256 << 10, hstate=32 << 10)
+    p = m.spawn()
+    a = p.mmap(f, 256 << 10, addr=0x40000)
+    b = p.mmap(f, 256 << 10, addr=0x80000)
+    p.touch(a)
+    p.touch(b)                                  # attaches a's PMD page: no new leaf
+    folio = f.folio_at(0)
+    assert p.pagemap(b).folio == folio
+    assert (folio.refcount, folio.entire_mapcount) == (2, 1)
+    assert m.audit() == []
+
+
+def test_uffdio_register_unaligned_length_is_einval():
+    # fs/userfaultfd.c validate_unaligned_range(): "if (len & ~PAGE_MASK) return -EINVAL;"
+    # for UFFDIO_REGISTER and UFFDIO_UNREGISTER alike (the length is not rounded up).
+    m = _machine()
+    f = m.memfd_create(size=MIB2)
+    p = m.spawn()
+    a = p.mmap(f, MIB2)
+    assert_unchanged(m, lambda: p.uffdio_register(a, MIB2 - 100, mode="minor"), OSError,
+                     errno.EINVAL)
+    p.uffdio_register(a, MIB2, mode="minor")
+    assert_unchanged(m, lambda: p.uffdio_unregister(a, MIB2 - 100), OSError, errno.EINVAL)
+
+
+def test_uffdio_register_checks_each_vma_in_order():
+    # fs/userfaultfd.c userfaultfd_register(): one loop over the VMAs of the range checks,
+    # for each VMA in address order, the end alignment (only the VMA holding end) and then
+    # ownership by another userfaultfd (EBUSY).  A registered first VMA answers EBUSY
+    # before the unaligned end inside a later VMA is looked at.
+    m = _machine()
+    f = m.memfd_create(size=4 * MIB2)
+    p = m.spawn()
+    a = p.mmap(f, 4 * MIB2)
+    p.uffdio_register(a, MIB2, mode="minor")       # the first MIB2 is now its own VMA
+    assert_unchanged(m, lambda: p.uffdio_register(a, 2 * MIB2 + KIB4, mode="minor"), OSError,
+                     errno.EBUSY)
+
+
+def test_uffdio_continue_batch_last_call_past_the_vma_maps_nothing():
+    # uffdio_continue_batch(addr, len, piece) == the loop of uffdio_continue(a, piece).  A call
+    # whose [a, a + piece) runs past the VMA fails in find_dst_vma (ENOENT) before mapping
+    # anything (mfill_atomic_hugetlb), so the batch stops after the calls that fit.
+    m = hv.Machine(nr_hugepages={32 << 10: 8}, geometry="toy", scheme="per_piece")
+    hs = 32 << 10
+    f = m.memfd_create(size=2 * hs, hstate=hs)
+    f.fallocate(0, 2 * hs)
+    p = m.spawn()
+    a = p.mmap(f, 2 * hs)
+    p.madvise(a, 2 * hs, hv.MADV_SPLIT)
+    p.uffdio_register(a, 2 * hs, mode="minor")
+    with pytest.raises(hv.PartialProgress) as info:
+        p.uffdio_continue_batch(a + KIB4, 2 * hs, hs)   # calls at a+4K (fits), a+4K+hs (past)
+    assert info.value.mapped == hs
+    assert info.value.cause.errno == errno.ENOENT
+    assert p.pagemap(a + KIB4 + hs) is None
+
+
+def test_uffdio_continue_batch_piece_larger_than_the_alignment():
+    # uffdio_continue(a + 4K, 32K) on an HGM VMA maps the largest aligned pieces of
+    # [a + 4K, a + 36K) (hugetlb_alloc_largest_pte, HGM v2 33/46): seven 4 KiB leaves in the
+    # first hugepage and one in the second, 32 KiB in all.  The batch promises to be exactly
+    # that call; it maps a 32 KiB leaf over a..a+32K (a page not asked for) and another one,
+    # and reports 61440 bytes.
+    m = hv.Machine(nr_hugepages={32 << 10: 8}, geometry="toy", scheme="per_piece")
+    hs = 32 << 10
+    f = m.memfd_create(size=3 * hs, hstate=hs)
+    f.fallocate(0, 3 * hs)
+    p = m.spawn()
+    a = p.mmap(f, 3 * hs)
+    p.madvise(a, 3 * hs, hv.MADV_SPLIT)
+    p.uffdio_register(a, 3 * hs, mode="minor")
+    assert p.uffdio_continue_batch(a + KIB4, hs, hs) == hs
+    assert p.pagemap(a) is None
+    assert p.pagemap(a + KIB4).size == KIB4
+    assert [f.folio_at(i * hs).entire_mapcount for i in range(2)] == [7, 1]
+
+
+def test_madvise_past_task_size_is_enomem():
+    # mm/madvise.c do_madvise() checks the advice, start alignment and "end < start"
+    # (overflow) only; there is no TASK_SIZE check, so a range past the top of the address
+    # space meets no VMA and madvise_walk_vmas() answers -ENOMEM (not EINVAL).
+    m = _machine()
+    p = m.spawn()
+    top = m.geometry.TASK_SIZE
+    assert_unchanged(m, lambda: p.madvise(top - KIB4, 2 * KIB4, hv.MADV_DONTNEED), OSError,
+                     errno.ENOMEM)
+    assert_unchanged(m, lambda: p.madvise(top, KIB4, hv.MADV_DONTNEED), OSError, errno.ENOMEM)
+
+
+def test_uffdio_continue_attaches_a_shared_pmd_table():
+    # mm/userfaultfd.c mfill_atomic_hugetlb() finds the entry with huge_pte_alloc(), which
+    # calls huge_pmd_share() when want_pmd_share() && pud_none() (mm/hugetlb.c), exactly as a
+    # fault does.  A VMA registered for MISSING only stays shareable
+    # (uffd_disable_huge_pmd_share() looks at VM_UFFD_WP | VM_UFFD_MINOR).  So q's CONTINUE
+    # attaches p's PMD page: the page p mapped is there (EEXIST, hugetlb_mfill_atomic_pte),
+    # and a new page goes into the shared table, seen by both, counted once (domain.md 2.2).
+    hs = 32 << 10
+    m = hv.Machine(nr_hugepages={hs: 8}, geometry="toy")
+    f = m.memfd_create(size=8 * hs, hstate=hs)     # one PUD range (256 KiB)
+    f.fallocate(0, 8 * hs)
+    p, q = m.spawn(), m.spawn()
+    a = p.mmap(f, 8 * hs, addr=0x40000)
+    b = q.mmap(f, 8 * hs, addr=0x80000)
+    p.uffdio_register(a, 8 * hs, mode="missing")
+    q.uffdio_register(b, 8 * hs, mode="missing")
+    p.touch(a)                                      # p's PMD page, index 0 mapped
+    assert_unchanged(m, lambda: q.uffdio_continue(b, hs), OSError, errno.EEXIST)
+    assert q.uffdio_continue(b + hs, hs) == hs
+    assert p.pagemap(a + hs) is not None            # installed in the shared table
+    assert f.folio_at(0).entire_mapcount == 1
+    assert f.folio_at(hs).entire_mapcount == 1
