@@ -558,14 +558,20 @@ class Machine:
     def inject(self, point="pagecache_vanish"):
         """Arm a one-shot error for the next UFFDIO_CONTINUE's first piece.
 
+        ``"after_pte_alloc"``: the operation errors out after its page tables were allocated
+        and before the entry is set, whatever the order of the lookup (Mike Kravetz's
+        concern, T13: "all the places where we could 'error out' after allocating the PTE,
+        but before initializing it"); it raises :class:`~hgmviz.errors.StateKept`.
+
         ``"pagecache_vanish"``: the page leaves the page cache while UFFDIO_CONTINUE runs
         (T13/T14).  With ``lookup_first=False`` (v2's order: walk and allocate, then look the
         page up) the error comes after the page tables were allocated, and they stay — the
         operation raises :class:`~hgmviz.errors.StateKept`.  With ``lookup_first=True``
         (James's remedy) the lookup fails before the walk and nothing changes (EFAULT).
         """
-        if point != "pagecache_vanish":
-            raise ValueError("unknown injection point %r; allowed: 'pagecache_vanish'" % (point,))
+        if point not in ("pagecache_vanish", "after_pte_alloc"):
+            raise ValueError("unknown injection point %r; allowed: 'pagecache_vanish', "
+                             "'after_pte_alloc'" % (point,))
         self._inject = point
 
     # =================================================================================
@@ -1365,8 +1371,11 @@ class Machine:
                 share = np.array(cands, dtype=np.int32)
         inject = 0
         if self._inject is not None:
+            if self._inject == "after_pte_alloc" or not self.lookup_first:
+                inject = core.INJECT_AFTER_ALLOC
+            else:
+                inject = core.INJECT_AT_LOOKUP
             self._inject = None
-            inject = core.INJECT_AT_LOOKUP if self.lookup_first else core.INJECT_AFTER_ALLOC
 
         def run(limit):
             code = self._kcall(core.install_range, self._g, mm.pgd, mm.pid, vma.start, vma.pgoff,
@@ -1388,9 +1397,9 @@ class Machine:
             cause = syscall_error(errno.EEXIST, "UFFDIO_CONTINUE: %#x is already mapped (or mapped "
                                   "by a larger or smaller entry at that level)" % fail_at)
         elif code == -core.EFAULT and inject == core.INJECT_AFTER_ALLOC:
-            raise StateKept(errno.EFAULT, "EFAULT: UFFDIO_CONTINUE: injected: the page for %#x "
-                            "left the page cache after the page tables were allocated; the "
-                            "tables stay (v2's order: walk first, then look the page up)" % fail_at)
+            raise StateKept(errno.EFAULT, "EFAULT: UFFDIO_CONTINUE: injected: an error at %#x "
+                            "after the page tables were allocated and before the entry was set; "
+                            "the tables stay, as in the kernel's error path" % fail_at)
         elif code == -core.EFAULT:
             cause = syscall_error(errno.EFAULT, "UFFDIO_CONTINUE: the page for %#x is not in the "
                                   "page cache (filemap_lock_hugetlb_folio failed)%s"

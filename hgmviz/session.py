@@ -69,7 +69,7 @@ MACHINE_KEYS = ("nr_hugepages", "geometry", "kernel", "guard", "errors", "hvo", 
                 "lookup_first")
 
 #: Points :meth:`hgmviz.mm.Machine.inject` accepts.
-INJECT_POINTS = ("pagecache_vanish",)
+INJECT_POINTS = ("pagecache_vanish", "after_pte_alloc")
 
 #: What a step did under one scheme.
 STEP_KINDS = ("ok", "failed", "partial", "state_kept", "skipped")

@@ -211,6 +211,18 @@ def test_h19_error_between_allocating_and_setting(scheme, count_at, lookup_first
     assert (m.audit() == []) == consistent
 
 
+@pytest.mark.parametrize("count_at,consistent", [("alloc", True), ("set", False)])
+def test_error_after_pte_alloc_is_not_covered_by_the_lookup_first_remedy(count_at, consistent):
+    # James's remedy moves the page-cache lookup before the walk; an error of another kind
+    # between allocating the tables and setting the entry still leaves them behind
+    m, f, p, a, folio = setup("hstate_present", count_at=count_at, lookup_first=True)
+    m.inject("after_pte_alloc")
+    with pytest.raises(hv.errors.StateKept):
+        p.uffdio_continue(a, KIB4)
+    p.uffdio_continue(a, KIB4)
+    assert (m.audit() == []) == consistent
+
+
 def test_h20_split_unshares_pmds():
     m = hv.Machine(nr_hugepages={MIB2: 512}, scheme="per_piece")
     f = m.memfd_create(size=GIB, hstate=MIB2)
