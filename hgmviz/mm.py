@@ -1444,7 +1444,7 @@ class Machine:
             except OSError as e:
                 return self._continue_result(total, e)
             seg = pos + ((min(end, vma.end) - pos) // piece) * piece
-            if pos % piece == 0:
+            if pos % piece == 0 and piece <= h.size and (vma.hgm or piece == h.size):
                 # each call's range is one aligned piece: one fixed-size install loop
                 mapped, cause = self._continue(mm, vma, h, a0, seg, core.MODE_FIXED,
                                                piece.bit_length() - 1)

@@ -44,7 +44,8 @@ GIB = 1 << 30
 
 # name -> the regression test that shows it; the generators avoid these inputs (see module doc)
 KNOWN_DIVERGENCES = {
-    "continue_pmd_share": "test_uffdio_continue_attaches_a_shared_pmd_table",
+    "fork_empty_tables": "test_fork_copy_mirrors_empty_page_tables",
+    "batch_piece_above_hstate": "test_uffdio_continue_batch_piece_larger_than_the_hugepage",
 }
 AVOID_KNOWN = os.environ.get("HGMVIZ_EQUIV_AVOID_KNOWN", "1") != "0"
 
@@ -219,22 +220,30 @@ class EquivalenceMachine(RuleBasedStateMachine):
         assert name in KNOWN_DIVERGENCES
         return AVOID_KNOWN and bool(cond)
 
-    def continue_would_share(self, i, addr, length):
-        """UFFDIO_CONTINUE over [addr, addr+length) in process i would attach another
-        process's PMD table (reference model's huge_pmd_share)."""
+    def fork_copies_empty_table(self, i):
+        """Process i has a uffd-wp + EVENT_FORK VMA holding a page-table page below the hstate
+        level with no leaf under it (reference model's tables)."""
+        from refmodel import Leaf, Table
         r = self.ref
         mm = r._s.mms[self.procs[i][1].pid]
         if not mm.alive:
             return False
+
+        def empty(t):
+            return not any(isinstance(e, Leaf) or (isinstance(e, Table) and not empty(e))
+                           for e in t.slots.values())
+
+        def any_empty(t):
+            return any(isinstance(e, Table) and (empty(e) or any_empty(e)) for e in t.slots.values())
+
         for v in mm.vmas:
-            if v.start < addr + length and addr < v.end and r._want_pmd_share(v, max(addr, v.start)):
-                a = max(addr, v.start) & ~(r.PUD_SIZE - 1)
-                while a < min(addr + length, v.end):
-                    pud = r._table_at(mm.root, a, 3)
-                    if (pud is None or pud.slots.get(r._idx(a, 3)) is None) and \
-                            r._want_pmd_share(v, a) and r._huge_pmd_share(mm, v, a) is not None:
+            if "wp" in v.modes and v.event_fork:
+                h = r._hs(v)
+                for a in range(v.start, v.end, h.size):
+                    t = r._table_at(mm.root, a, h.level)
+                    e = None if t is None else t.slots.get(r._idx(a, h.level))
+                    if isinstance(e, Table) and (empty(e) or any_empty(e)):
                         return True
-                    a += r.PUD_SIZE
         return False
 
     def note_probe(self, a):
@@ -353,6 +362,8 @@ class EquivalenceMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def rule_fork(self, data):
         i = self.draw_proc(data)
+        if self.known("fork_empty_tables", self.fork_copies_empty_table(i)):
+            return
         p, q = self.procs[i]
         fo, ro = self.both("fork(p%d)" % i, p.fork, q.fork)
         if fo[0] == "ok":
@@ -394,8 +405,6 @@ class EquivalenceMachine(RuleBasedStateMachine):
     def rule_continue(self, data):
         i = self.draw_proc(data)
         a, length = self.draw_range(data, i)
-        if self.known("continue_pmd_share", self.continue_would_share(i, a, length)):
-            return
         p, q = self.procs[i]
         self.note_probe(a)
         self.both("uffdio_continue(p%d, %#x, %#x)" % (i, a, length),
@@ -411,7 +420,8 @@ class EquivalenceMachine(RuleBasedStateMachine):
         count = data.draw(st.sampled_from([1, 2, 3, 8, 16, 64] if self.small else [1, 2, 8, 24]),
                           label="count")
         length = piece * count
-        if self.known("continue_pmd_share", self.continue_would_share(i, a, length)):
+        vma = [v for v in self.ref_vmas(i) if v[0] <= a < v[1]]
+        if self.known("batch_piece_above_hstate", vma and piece > self.hs_of_fid(vma[0][2])):
             return
         p, q = self.procs[i]
         self.note_probe(a)
@@ -493,8 +503,7 @@ class EquivalenceMachine(RuleBasedStateMachine):
                           lambda: p.uffdio_register(addr, pud, mode="missing"),
                           lambda: q.uffdio_register(addr, pud, mode="missing"))
             k = data.draw(st.integers(0, n - 1), label="page")
-            if data.draw(st.booleans(), label="continue?") and not self.known(
-                    "continue_pmd_share", self.continue_would_share(i, addr + k * hs, hs)):
+            if data.draw(st.booleans(), label="continue?"):
                 self.both("uffdio_continue(p%d, %#x)" % (i, addr + k * hs),
                           lambda: p.uffdio_continue(addr + k * hs, hs),
                           lambda: q.uffdio_continue(addr + k * hs, hs))
