@@ -3,6 +3,7 @@
 #
 # On a fresh Debian machine with Python >= 3.11 it:
 #   1. installs Graphviz's `dot` with apt-get when `dot` is missing (and python3-venv when venv is missing),
+#      and Debian's chromium (for tests/test_browser.py) when /usr/bin/chromium is missing,
 #   2. creates the virtual environment .venv and installs hgmviz editable with its test extra,
 #      pinned by requirements/constraints.txt,
 #   3. activates .venv and exports NUMBA_CACHE_DIR (a writable folder: numba ignores read-only ones).
@@ -55,6 +56,12 @@ _pip_filter() { sed -u "/^WARNING: Location '.*' is ignored/d"; }
 # --- 1. Graphviz's dot --------------------------------------------------------------------------
 if ! command -v dot >/dev/null 2>&1; then
     _apt_install graphviz
+fi
+
+# --- 1b. Chromium, for the browser tests of the explorer (tests/test_browser.py) ---------------
+# Debian's chromium, driven by the playwright Python package; never `playwright install`.
+if ! [ -x /usr/bin/chromium ]; then
+    _apt_install chromium
 fi
 
 # --- 2. Python and the virtual environment ------------------------------------------------------

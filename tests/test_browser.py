@@ -1,0 +1,431 @@
+"""The explorer in a real browser: JupyterLab and Voila serving ``notebooks/explorer-demo.ipynb``,
+driven by Debian's Chromium through Playwright (never ``playwright install``).
+
+Each test starts its server on 127.0.0.1 (a free port, a token, a temporary copy of the
+notebook: JupyterLab may autosave outputs into what it opens), runs the notebook, clicks
+operation buttons and undo, and checks that the SVG in the page changed accordingly and that
+no widget failed to display.  It measures click → new SVG in the DOM (p95, printed) and saves
+a screenshot under a temporary folder (its path is printed).  In CI (``CI=true``) a missing
+Chromium or Playwright fails the test instead of skipping it.
+
+``python tests/test_browser.py --docs docs/`` takes the README's screenshots
+(``docs/explorer.png``, ``docs/compare.png``) the same way, through Voila.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOK = ROOT / "notebooks" / "explorer-demo.ipynb"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+WIDGET_ERRORS = ("Error displaying widget", "model not found")
+CLICKS = 20                         # fresh operations measured (touch / MADV_DONTNEED pairs)
+
+
+# ------------------------------------------------------------------------------------------
+# set-up: the browser, the servers
+# ------------------------------------------------------------------------------------------
+def require_browser():
+    """Skip without Chromium or Playwright — except in CI, where it is a failure."""
+    problems = []
+    if not os.access(CHROMIUM, os.X_OK):
+        problems.append("%s is missing (scripts/_install.sh installs Debian's chromium with "
+                        "apt-get)" % CHROMIUM)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        problems.append("the playwright Python package is missing (pip install -c "
+                        "requirements/constraints.txt -e '.[test]')")
+    if problems:
+        msg = "browser tests need: " + "; ".join(problems)
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(work: Path) -> dict:
+    env = dict(os.environ)
+    # the kernel is started as "python" from PATH: make it this interpreter (the venv's)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".numba_cache"))
+    env["JUPYTERLAB_SETTINGS_DIR"] = str(work / "lab-settings")
+    env["JUPYTERLAB_WORKSPACES_DIR"] = str(work / "lab-workspaces")
+    env["JUPYTER_RUNTIME_DIR"] = str(work / "runtime")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class Server:
+    """A server process started here (its own process group), stopped by its id."""
+
+    def __init__(self, cmd, cwd: Path, env: dict, port: int, log: Path):
+        self.port = port
+        self.log_path = log
+        self._log = open(log, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def wait_ready(self, path: str, timeout: float = 40.0):
+        url = "http://127.0.0.1:%d%s" % (self.port, path)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("the server exited with %s:\n%s" % (self.proc.returncode,
+                                                                       self.log()))
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("the server did not answer %s in %.0f s:\n%s" % (url, timeout,
+                                                                          self.log()))
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)     # the server shuts its kernels down
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+
+
+def workdir(prefix: str, notebooks=None) -> Path:
+    """A temporary folder with copies of the notebooks and JupyterLab settings that keep the
+    news toast away."""
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    for nb in notebooks or [NOTEBOOK]:
+        shutil.copy(nb, work / Path(nb).name)
+    s = work / "lab-settings" / "@jupyterlab" / "apputils-extension"
+    s.mkdir(parents=True)
+    (s / "notification.jupyterlab-settings").write_text(json.dumps(
+        {"fetchNews": "false", "checkForUpdates": False}))
+    return work
+
+
+def start_lab(work: Path, token: str) -> Server:
+    port = free_port()
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+           "--ip=127.0.0.1", "--port=%d" % port, "--ServerApp.port_retries=0",
+           "--IdentityProvider.token=%s" % token, "--ServerApp.root_dir=%s" % work,
+           "--LabApp.expose_app_in_browser=True"]
+    srv = Server(cmd, work, server_env(work), port, work / "server.log")
+    srv.wait_ready("/api/status?token=%s" % token)
+    return srv
+
+
+def start_voila(work: Path, notebook: str, token: str) -> Server:
+    port = free_port()
+    cmd = [sys.executable, "-m", "voila", notebook, "--no-browser", "--port=%d" % port,
+           "--Voila.ip=127.0.0.1", "--token=%s" % token, "--Voila.port_retries=0",
+           "--show_tracebacks=True"]
+    srv = Server(cmd, work, server_env(work), port, work / "voila.log")
+    _wait_port(srv)
+    return srv
+
+
+def _wait_port(srv: Server, timeout: float = 40.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if srv.proc.poll() is not None:
+            raise RuntimeError("voila exited with %s:\n%s" % (srv.proc.returncode, srv.log()))
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", srv.port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError("voila did not listen in %.0f s:\n%s" % (timeout, srv.log()))
+
+
+def launch_browser(pw, user_dir: Path, width=1400, height=1100):
+    return pw.chromium.launch_persistent_context(
+        str(user_dir), executable_path=CHROMIUM, headless=True,
+        args=[a for a in CHROMIUM_ARGS if a != "--headless"],
+        viewport={"width": width, "height": height})
+
+
+# ------------------------------------------------------------------------------------------
+# driving the explorer
+# ------------------------------------------------------------------------------------------
+ROOT_SEL = ".hgmviz-explorer"
+DIAGRAM_SEL = ROOT_SEL + " .hgmviz-diagram-box .hgmviz-diagram svg"
+
+# Click the button named NAME and wait until the diagram shows a new version; returns the
+# milliseconds from the click to the new SVG in the DOM, the version and the SVG markup.
+CLICK_JS = """
+async ([name, timeout]) => {
+  const root = document.querySelector('.hgmviz-explorer');
+  const btn = [...root.querySelectorAll('button')].find(b => b.textContent.trim() === name);
+  if (!btn) throw new Error('no button ' + name);
+  const box = root.querySelector('.hgmviz-diagram-box');
+  const v0 = box.querySelector('.hgmviz-diagram').dataset.version;
+  return await new Promise((resolve, reject) => {
+    let t0 = 0;
+    const done = () => {
+      const d = box.querySelector('.hgmviz-diagram');
+      if (d && d.dataset.version !== v0 && d.querySelector('svg')) {
+        obs.disconnect();
+        resolve({ms: performance.now() - t0, version: Number(d.dataset.version),
+                 svg: d.innerHTML});
+        return true;
+      }
+      return false;
+    };
+    const obs = new MutationObserver(done);
+    obs.observe(box, {childList: true, subtree: true, attributes: true, characterData: true});
+    setTimeout(() => { obs.disconnect(); reject(new Error('no new diagram after ' + name)); },
+               timeout);
+    t0 = performance.now();
+    btn.click();
+  });
+}
+"""
+
+
+def diagram(page) -> dict:
+    return page.evaluate("""() => { const d = document.querySelector(
+        '.hgmviz-explorer .hgmviz-diagram-box .hgmviz-diagram');
+        return {version: Number(d.dataset.version), svg: d.innerHTML}; }""")
+
+
+def click(page, name: str, timeout_ms: int = 15000) -> dict:
+    return page.evaluate(CLICK_JS, [name, timeout_ms])
+
+
+def counters_text(page) -> str:
+    return page.locator(ROOT_SEL + " .hgmviz-counters").first.text_content()
+
+
+def widget_errors(page) -> list:
+    body = page.evaluate("() => document.body.innerText")
+    return [e for e in WIDGET_ERRORS if e in body]
+
+
+def p95(xs) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
+
+
+def exercise(page, where: str, clicks: int = CLICKS) -> dict:
+    """Touch, undo, redo; then ``clicks`` fresh operations and as many undo / redo: assert
+    the SVG changed as it should, return the timings (ms)."""
+    page.wait_for_selector(DIAGRAM_SEL, timeout=60000)
+    assert not widget_errors(page), widget_errors(page)
+    d0 = diagram(page)
+    assert re.search(r"folio_ref_count\(\)\s*1\b", counters_text(page)), counters_text(page)
+    r = click(page, "touch")
+    assert r["version"] > d0["version"] and r["svg"] != d0["svg"], "touch did not redraw"
+    assert re.search(r"folio_ref_count\(\)\s*~\s*2\s*\(was 1\)", counters_text(page)), \
+        counters_text(page)
+    assert "PUD" in r["svg"] or "PMD" in r["svg"]
+    u = click(page, "undo")
+    assert u["svg"] == d0["svg"], "undo did not bring the first diagram back"
+    rd = click(page, "redo")
+    assert rd["svg"] == r["svg"], "redo did not bring the touched diagram back"
+    fresh, nav = [], []
+    for i in range(clicks // 2):
+        a = click(page, "MADV_DONTNEED")
+        assert a["svg"] != r["svg"]
+        b = click(page, "touch")
+        fresh += [a["ms"], b["ms"]]
+    for i in range(clicks // 2):
+        nav.append(click(page, "undo")["ms"])
+        nav.append(click(page, "redo")["ms"])
+    # keyboard: a focused button answers Enter
+    v = diagram(page)["version"]
+    page.locator(ROOT_SEL + " button", has_text=re.compile(r"^\s*undo\s*$")).first.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_function("(v) => Number(document.querySelector('.hgmviz-explorer "
+                           ".hgmviz-diagram-box .hgmviz-diagram').dataset.version) > v", arg=v,
+                           timeout=10000)
+    assert not widget_errors(page), widget_errors(page)
+    out = {"where": where, "fresh_p95_ms": p95(fresh), "fresh_median_ms": sorted(fresh)[
+        len(fresh) // 2], "undo_redo_p95_ms": p95(nav), "n": len(fresh) + len(nav)}
+    print("\n%s: click → new SVG in the DOM: fresh operations p95 %.0f ms (median %.0f, n=%d);"
+          " undo/redo p95 %.0f ms" % (where, out["fresh_p95_ms"], out["fresh_median_ms"],
+                                      len(fresh), out["undo_redo_p95_ms"]))
+    return out
+
+
+def screenshot(page, name: str) -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="hgmviz-browser-"))
+    path = folder / name
+    page.screenshot(path=str(path), full_page=True)
+    print("screenshot: %s" % path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------
+# the tests
+# ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def playwright():
+    require_browser()
+    from playwright.sync_api import sync_playwright
+    pw = sync_playwright().start()
+    yield pw
+    pw.stop()
+
+
+def test_explorer_in_jupyterlab(playwright):
+    t0 = time.monotonic()
+    work = workdir("hgmviz-lab-")
+    token = secrets.token_hex(16)
+    srv = start_lab(work, token)
+    ctx = launch_browser(playwright, work / "chromium")
+    try:
+        page = ctx.new_page()
+        page.goto("http://127.0.0.1:%d/lab/tree/%s?token=%s" % (srv.port, NOTEBOOK.name, token),
+                  timeout=60000)
+        # "idle" shows in the toolbar before the kernel is connected; the status bar's
+        # "| Idle" means it is (a Run All sent earlier is dropped)
+        page.wait_for_function("() => document.body.innerText.includes('| Idle')",
+                               timeout=60000)
+        news = page.get_by_role("button", name="No", exact=True)
+        if news.count():
+            news.first.click()
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        timings = exercise(page, "JupyterLab")
+        screenshot(page, "jupyterlab-explorer.png")
+        assert timings["n"] == 2 * CLICKS
+    except Exception:
+        print(srv.log())
+        raise
+    finally:
+        ctx.close()
+        srv.stop()
+        shutil.rmtree(work / "chromium", ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)         # kept (with server.log) when it failed
+    print("JupyterLab test: %.1f s" % (time.monotonic() - t0))
+
+
+def test_explorer_in_voila(playwright):
+    t0 = time.monotonic()
+    work = workdir("hgmviz-voila-")
+    token = secrets.token_hex(16)
+    srv = start_voila(work, NOTEBOOK.name, token)
+    ctx = launch_browser(playwright, work / "chromium")
+    try:
+        page = ctx.new_page()
+        page.goto("http://127.0.0.1:%d/?token=%s" % (srv.port, token), timeout=60000)
+        exercise(page, "Voila")
+        screenshot(page, "voila-explorer.png")
+    except Exception:
+        print(srv.log())
+        raise
+    finally:
+        ctx.close()
+        srv.stop()
+        shutil.rmtree(work / "chromium", ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    print("Voila test: %.1f s" % (time.monotonic() - t0))
+
+
+# ------------------------------------------------------------------------------------------
+# the README's screenshots
+# ------------------------------------------------------------------------------------------
+def _docs_notebook(path: Path, call: str):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    nb = new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                               "display_name": "Python 3 (ipykernel)"}})
+    nb.cells = [new_code_cell("import hgmviz.widgets as hw"), new_code_cell(call)]
+    nbformat.write(nb, str(path))
+
+
+def _set_select(page, label: str, option: str):
+    sel = page.locator(ROOT_SEL + " .widget-dropdown").filter(has_text=label).locator(
+        "select").first
+    sel.select_option(label=option)
+    page.wait_for_timeout(300)
+
+
+def _hgm_clicks(page, pieces=(("4 KiB", 0), ("32 KiB", 1))):
+    """MADV_SPLIT, UFFDIO_REGISTER, then UFFDIO_CONTINUE of a piece of each granularity."""
+    click(page, "MADV_SPLIT")
+    click(page, "UFFDIO_REGISTER")
+    for gran, steps in pieces:
+        _set_select(page, "granularity", gran)
+        handle = page.locator(ROOT_SEL + " .widget-hslider").filter(has_text="offset") \
+            .locator(".noUi-handle").first
+        handle.focus()
+        for _ in range(steps):
+            page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(300)
+        click(page, "UFFDIO_CONTINUE")
+
+
+def docs_screenshots(out: Path):
+    """docs/explorer.png and docs/compare.png, through Voila (no notebook chrome)."""
+    from playwright.sync_api import sync_playwright
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="hgmviz-docs-"))
+    _docs_notebook(work / "explore.ipynb", 'hw.explore(geometry="toy", scheme="per_piece")')
+    _docs_notebook(work / "compare.ipynb", 'hw.compare(geometry="toy", schemes=["per_piece", '
+                   '"thp_like", "hstate_present"])')
+    token = secrets.token_hex(16)
+    with sync_playwright() as pw:
+        for name, width in (("explore", 1280), ("compare", 1280)):
+            srv = start_voila(work, "%s.ipynb" % name, token)
+            ctx = launch_browser(pw, work / ("chromium-" + name), width=width, height=900)
+            try:
+                page = ctx.new_page()
+                page.goto("http://127.0.0.1:%d/?token=%s" % (srv.port, token), timeout=60000)
+                page.wait_for_selector(DIAGRAM_SEL, timeout=60000)
+                _hgm_clicks(page)
+                page.wait_for_timeout(500)
+                target = out / ("explorer.png" if name == "explore" else "compare.png")
+                root = page.locator(ROOT_SEL).first
+                # the whole explorer inside the viewport: Chromium paints no more
+                box = root.bounding_box()
+                page.set_viewport_size({"width": width, "height": int(box["y"] +
+                                                                      box["height"]) + 20})
+                page.wait_for_timeout(300)
+                # down to the first steps of the log (the rest is more of the same)
+                log = page.locator(ROOT_SEL + " .hgmviz-log-box").first.bounding_box()
+                box = root.bounding_box()
+                page.screenshot(path=str(target), clip={
+                    "x": box["x"], "y": box["y"], "width": box["width"],
+                    "height": min(box["height"], log["y"] - box["y"] + 170)})
+                print("%s: %d bytes" % (target, target.stat().st_size))
+            finally:
+                ctx.close()
+                srv.stop()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--docs":
+        docs_screenshots(Path(sys.argv[2]))
+    else:
+        print("usage: python tests/test_browser.py --docs FOLDER   (the tests: pytest)")
+        sys.exit(2)
