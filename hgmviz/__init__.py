@@ -25,6 +25,18 @@ from .vmemmap import vmemmap_cost, vmemmap_machine_cost
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    # the widget layer (ipywidgets) and the explainer load on first use, not at import
+    if name in ("explore", "compare"):
+        from . import widgets
+        return getattr(widgets, name)
+    if name == "explain":
+        from .explain import explain
+        return explain
+    raise AttributeError("module 'hgmviz' has no attribute %r" % (name,))
+
+
 __all__ = [
     "Machine", "Process", "File", "Folio", "Vma", "PagemapEntry",
     "MADV_DONTNEED", "MADV_COLLAPSE", "MADV_SPLIT",
@@ -33,5 +45,5 @@ __all__ = [
     "Geometry", "Hstate", "HugetlbLevel", "KernelProfile", "X86_64", "X86_64_5LEVEL", "TOY",
     "PAGE_SHIFT", "PAGE_SIZE", "PMD_SHIFT", "PUD_SHIFT", "INT_MAX", "SCHEMES",
     "overflow_math", "vmemmap_cost", "vmemmap_machine_cost", "draw", "draw_compare",
-    "Session", "list_scenarios", "load_scenario",
+    "Session", "list_scenarios", "load_scenario", "explore", "compare", "explain",
 ]

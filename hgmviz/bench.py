@@ -210,7 +210,12 @@ def bench_render(quick: bool):
     return run(quick)
 
 
-BENCHMARKS = [bench_map, bench_cold_start, bench_render, bench_collapse, bench_scale]
+def bench_widgets(quick: bool):
+    from .widgets.bench import bench_widgets as run
+    return run(quick)
+
+
+BENCHMARKS = [bench_map, bench_cold_start, bench_render, bench_widgets, bench_collapse, bench_scale]
 
 
 def machine_line() -> str:

@@ -54,7 +54,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from . import ops as _ops
-from .compare import folio_counters
+from .comparison import folio_counters
 from .mm import Machine
 from .ops import OPERATIONS as _OPS_OPERATIONS
 from .ops import Outcome, World, run_step

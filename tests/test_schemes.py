@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import hgmviz as hv
-from hgmviz.compare import compare_schemes
+from hgmviz.comparison import compare_schemes
 from hgmviz.ops import MemfdCreate, Fallocate, Madvise, Mmap, Spawn, UffdioContinue, UffdioRegister
 
 from conftest import GIB, KIB4, MIB2, assert_unchanged
