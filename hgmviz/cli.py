@@ -7,8 +7,12 @@ USAGE = """usage: hgmviz COMMAND [ARGS]
 
 commands:
   bench          run the benchmarks, print a Markdown table
+  explain        a scenario step by step: HTML handout, text for email, SVGs
+                 (hgmviz explain SCENARIO [-o FILE] [--format html|text|svg]
+                 [--schemes a,b,c]; hgmviz explain --help for exit codes)
   homework       a seeded problem: hgmviz homework -s SEED [-c]
   kernel-check   compare the simulator with the running kernel (root)
+  scenarios      list the shipped scenarios (name, title)
   warmup         compile every jitted kernel into the numba cache
 """
 
@@ -21,6 +25,10 @@ def main(argv=None) -> int:
     cmd, rest = argv[0], argv[1:]
     if cmd == "bench":
         from .bench import main as run
+    elif cmd == "explain":
+        from .explain import main as run
+    elif cmd == "scenarios":
+        from .explain import scenarios_main as run
     elif cmd == "homework":
         from .teach import main as run
     elif cmd == "kernel-check":

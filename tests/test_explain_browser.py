@@ -1,0 +1,128 @@
+"""The exported explainer (``hgmviz explain SCENARIO -o out.html``) in a real browser: Debian's
+Chromium driven by Playwright's Python package (never ``playwright install``), offline, with
+JavaScript disabled for the page (the handout must not need it).
+
+For every shipped scenario: the page loads from a ``file://`` URL, requests nothing else, logs
+no console error and raises no page error, and every step's SVG renders — its box on the page
+and the bounding box of its drawing are non-empty.  In CI (``CI=true``) a missing Chromium or
+Playwright fails the test instead of skipping it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from hgmviz import explain as E
+from hgmviz.scenarios import list_scenarios, read_scenario
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+SHIPPED = [i.name for i in list_scenarios()]
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require_browser():
+    """Skip without Chromium, Playwright or Graphviz — except in CI, where it is a failure."""
+    problems = []
+    if not os.access(CHROMIUM, os.X_OK):
+        problems.append("%s is missing (scripts/_install.sh installs Debian's chromium with "
+                        "apt-get)" % CHROMIUM)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        problems.append("the playwright Python package is missing (pip install -c "
+                        "requirements/constraints.txt -e '.[test]')")
+    if shutil.which("dot") is None:
+        problems.append("Graphviz's dot is missing (the HTML export needs it)")
+    if problems:
+        msg = "the explainer browser test needs: " + "; ".join(problems)
+        if IN_CI:
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(msg)
+
+
+@pytest.fixture(scope="module")
+def browser_context():
+    require_browser()
+    from playwright.sync_api import sync_playwright
+    user_dir = tempfile.mkdtemp(prefix="hgmviz-explain-chromium-")   # a fresh profile
+    pw = sync_playwright().start()
+    ctx = None
+    try:
+        ctx = pw.chromium.launch_persistent_context(
+            user_dir, executable_path=CHROMIUM, headless=True,
+            args=[a for a in CHROMIUM_ARGS if a != "--headless"],
+            java_script_enabled=False, offline=True,
+            viewport={"width": 1280, "height": 900})
+        yield ctx
+    finally:
+        if ctx is not None:
+            ctx.close()
+        pw.stop()
+        shutil.rmtree(user_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """``hgmviz explain NAME -o NAME.html`` for every shipped scenario, through the CLI."""
+    folder = tmp_path_factory.mktemp("explain-html")
+    out = {}
+    for name in SHIPPED:
+        path = folder / (name + ".html")
+        assert E.main([name, "-o", str(path)]) == 0, name
+        out[name] = path
+    return out
+
+
+# Each step's <svg>: its box on the page and the bounding box of what it draws (getBBox).
+# Runs in Playwright's utility world, so it works with the page's JavaScript disabled.
+MEASURE = """
+() => Array.from(document.querySelectorAll('section.step')).map(sec => {
+  const svgs = sec.querySelectorAll('svg');
+  const out = {id: sec.id, count: svgs.length};
+  if (svgs.length) {
+    const r = svgs[0].getBoundingClientRect();
+    const b = svgs[0].getBBox();
+    out.box = [r.width, r.height];
+    out.bbox = [b.width, b.height];
+    out.texts = svgs[0].querySelectorAll('text').length;
+  }
+  return out;
+})
+"""
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_step_svg_renders_without_console_errors(name, browser_context, exported):
+    path: Path = exported[name]
+    page = browser_context.new_page()
+    console, errors, requests = [], [], []
+    page.on("console", lambda m: console.append((m.type, m.text)))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("requestfailed", lambda r: errors.append("request failed: %s" % r.url))
+    try:
+        page.goto(path.as_uri(), wait_until="load")
+        steps = page.evaluate(MEASURE)
+        title = page.title()
+    finally:
+        page.close()
+    total = len(read_scenario(next(i.path for i in list_scenarios() if i.name == name)).steps)
+    assert len(steps) == total, steps
+    for st in steps:
+        assert st["count"] == 1, st
+        w, h = st["box"]
+        bw, bh = st["bbox"]
+        assert w > 0 and h > 0, "%s: empty box on the page: %s" % (st["id"], st)
+        assert bw > 0 and bh > 0, "%s: empty drawing: %s" % (st["id"], st)
+        assert st["texts"] > 0, st
+    assert title
+    assert [c for c in console if c[0] == "error"] == []
+    assert errors == []
+    assert requests == [path.as_uri()], "the page fetched more than itself: %s" % requests
