@@ -488,3 +488,12 @@ def test_close_stops_following_the_session():
     v = ex.diagram.value
     s.apply(O.Touch("p", "a"))
     assert ex.diagram.value == v and s.last.ok
+
+
+def test_counters_without_a_watch_list_show_the_page_cache():
+    from hgmviz.ops import Fallocate, MemfdCreate
+    from hgmviz.widgets.views import watched
+    s = hv.Session(scheme="mainline", geometry="toy", nr_hugepages={1 << 15: 4})
+    s.apply(MemfdCreate("f", 2 << 15, 1 << 15))
+    s.apply(Fallocate("f", 1 << 15, 1 << 15))
+    assert watched(s) == (("f", 1 << 15),)

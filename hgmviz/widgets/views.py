@@ -166,7 +166,7 @@ def watched(session, limit: int = 4) -> tuple:
         return tuple(session.watch)
     out = []
     for label, f in sorted(session.world.files.items()):
-        st = f.page_cache
+        st = f.page_cache()
         for idx in sorted(st):
             out.append((label, idx * f.hstate.size))
             if len(out) >= limit:
