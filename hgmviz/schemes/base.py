@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import njit
+from ..core import EV_FOLIO_ALLOC, EV_PAGECACHE_ADD, EV_PAGECACHE_DEL
 
 GUARD_NONE = 0
 GUARD_INT_MAX_HALF = 1
@@ -54,6 +55,26 @@ def guarded_increments(ref, n, guard, bits):
         room = int_max - ref + 1          # the increment that reaches INT_MIN is admitted
         return n if n < room else room
     return n
+
+
+@njit
+def apply_folio_event(k, f, n, bits, refcount, entire, wrapped):
+    """The events every scheme counts alike: the page cache's references
+    (``__filemap_add_folio`` / ``filemap_remove_folio``) and a folio leaving the pool at rest
+    (``alloc_hugetlb_folio``).  Returns False for any other event."""
+    if k == EV_PAGECACHE_ADD:
+        if refcount[f] + n > (np.int64(1) << (bits - 1)) - 1:
+            wrapped[f] = 1
+        refcount[f] = wrap_counter(refcount[f] + n, bits)
+    elif k == EV_PAGECACHE_DEL:
+        refcount[f] = wrap_counter(refcount[f] - n, bits)
+    elif k == EV_FOLIO_ALLOC:
+        refcount[f] = 0
+        entire[f] = -1
+        wrapped[f] = 0
+    else:
+        return False
+    return True
 
 
 class SchemeRefusal(Exception):

@@ -20,9 +20,8 @@ reports 1.  Only head fields are written, so HVO stays; collapse is free.
 from __future__ import annotations
 
 from .._jit import njit
-from ..core import (EV_FOLIO_ALLOC, EV_HSTATE_CLEARED, EV_HSTATE_POPULATED, EV_PAGECACHE_ADD,
-                    EV_PAGECACHE_DEL, EV_SET)
-from .base import Scheme, guarded_increments, wrap_counter
+from ..core import EV_HSTATE_CLEARED, EV_HSTATE_POPULATED, EV_SET
+from .base import Scheme, apply_folio_event, guarded_increments, wrap_counter
 
 
 @njit
@@ -71,14 +70,8 @@ def _apply_hstate_present(kind, mm, addr, shift, count, pfn, folio, folio_shift,
         elif k == EV_HSTATE_CLEARED:
             refcount[f] = wrap_counter(refcount[f] - n, bits)
             entire[f] = wrap_counter(entire[f] - n, bits)
-        elif k == EV_PAGECACHE_ADD:
-            refcount[f] = wrap_counter(refcount[f] + n, bits)
-        elif k == EV_PAGECACHE_DEL:
-            refcount[f] = wrap_counter(refcount[f] - n, bits)
-        elif k == EV_FOLIO_ALLOC:
-            refcount[f] = 0
-            entire[f] = -1
-            wrapped[f] = 0
+        else:
+            apply_folio_event(k, f, n, bits, refcount, entire, wrapped)
     out[1] = leaves
 
 

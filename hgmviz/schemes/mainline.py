@@ -11,8 +11,8 @@ advice and sub-hstate UFFDIO_CONTINUE fails with EINVAL.
 from __future__ import annotations
 
 from .._jit import njit
-from ..core import (EV_CLEAR, EV_FOLIO_ALLOC, EV_PAGECACHE_ADD, EV_PAGECACHE_DEL, EV_SET)
-from .base import Scheme, guarded_increments, wrap_counter
+from ..core import EV_CLEAR, EV_SET
+from .base import Scheme, apply_folio_event, guarded_increments, wrap_counter
 
 
 @njit
@@ -50,16 +50,8 @@ def _apply_head_only(kind, shift, count, pfn, folio, folio_shift, page_shift, gu
         elif k == EV_CLEAR:
             refcount[f] = wrap_counter(refcount[f] - n, bits)
             entire[f] = wrap_counter(entire[f] - n, bits)
-        elif k == EV_PAGECACHE_ADD:
-            if refcount[f] + n > int_max:
-                wrapped[f] = 1
-            refcount[f] = wrap_counter(refcount[f] + n, bits)
-        elif k == EV_PAGECACHE_DEL:
-            refcount[f] = wrap_counter(refcount[f] - n, bits)
-        elif k == EV_FOLIO_ALLOC:
-            refcount[f] = 0
-            entire[f] = -1
-            wrapped[f] = 0
+        else:
+            apply_folio_event(k, f, n, bits, refcount, entire, wrapped)
     out[1] = leaves
 
 

@@ -17,8 +17,8 @@ not a kernel structure — the kernel never had this scheme).
 """
 from __future__ import annotations
 
-from ..core import (EV_CLEAR, EV_FOLIO_ALLOC, EV_PAGECACHE_ADD, EV_PAGECACHE_DEL, EV_SET)
-from .base import GUARDS, Scheme, SchemeRefusal, guarded_increments, wrap_counter
+from ..core import EV_CLEAR, EV_SET
+from .base import GUARDS, Scheme, SchemeRefusal, apply_folio_event, guarded_increments, wrap_counter
 
 ENTRY_BYTES = 8
 
@@ -73,12 +73,8 @@ class SubtreeCounted(Scheme):
                     pieces.pop(key, None)
                 if k == EV_SET:
                     leaves += n
-            elif k == EV_PAGECACHE_ADD:
-                ref[f] = wrap_counter(int(ref[f]) + n, bits)
-            elif k == EV_PAGECACHE_DEL:
-                ref[f] = wrap_counter(int(ref[f]) - n, bits)
-            elif k == EV_FOLIO_ALLOC:
-                ref[f], ent[f], wrapped[f] = 0, -1, 0
+            else:
+                apply_folio_event(k, f, n, bits, ref, ent, wrapped)
         c["peak"] = max(c["peak"], len(pieces))
         out[1] = leaves
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import njit
-from ..core import (EV_CLEAR, EV_FOLIO_ALLOC, EV_PAGECACHE_ADD, EV_PAGECACHE_DEL, EV_SET)
-from .base import Scheme, guarded_increments, wrap_counter
+from ..core import EV_CLEAR, EV_SET
+from .base import Scheme, apply_folio_event, guarded_increments, wrap_counter
 
 
 @njit
@@ -62,14 +62,8 @@ def _apply_thp_like(kind, shift, count, pfn, folio, folio_shift, folio_pfn, pfn_
                 return
             if k == EV_SET:
                 leaves += n
-        elif k == EV_PAGECACHE_ADD:
-            refcount[f] = wrap_counter(refcount[f] + n, bits)
-        elif k == EV_PAGECACHE_DEL:
-            refcount[f] = wrap_counter(refcount[f] - n, bits)
-        elif k == EV_FOLIO_ALLOC:
-            refcount[f] = 0
-            entire[f] = -1
-            wrapped[f] = 0
+        else:
+            apply_folio_event(k, f, n, bits, refcount, entire, wrapped)
     out[1] = leaves
 
 
