@@ -67,6 +67,8 @@ import threading
 import time
 from typing import Iterable, Mapping
 
+from ..errors import SigBus, SigSegv
+from ..errors import UserfaultPending as _UserfaultPending
 from . import procfs
 
 __all__ = [
@@ -102,32 +104,12 @@ class CannotRun(RuntimeError):
         self.fix = fix
 
 
-class SigBus(Exception):
-    """The fault handler returned VM_FAULT_SIGBUS (a CPU access would have got SIGBUS)."""
-
-    def __init__(self, address: int, why: str):
-        super().__init__("SIGBUS at %#x: %s" % (address, why))
-        self.address = address
-        self.why = why
-
-
-class SigSegv(Exception):
-    """No VMA covers the address, or the VMA does not allow the access."""
-
-    def __init__(self, address: int, why: str):
-        super().__init__("SIGSEGV at %#x: %s" % (address, why))
-        self.address = address
-        self.why = why
-
-
-class UserfaultPending(Exception):
-    """The fault was handed to userfaultfd; the faulting thread would sleep until resolved."""
+class UserfaultPending(_UserfaultPending):
+    """The fault was handed to userfaultfd (:class:`hgmviz.errors.UserfaultPending`, plus the
+    ``uffd_msg.pagefault.flags`` the kernel reported)."""
 
     def __init__(self, address: int, reason: str, flags: int):
-        super().__init__("userfaultfd %s fault at %#x (uffd_msg.pagefault.flags=%#x)"
-                         % (reason.upper(), address, flags))
-        self.address = address
-        self.reason = reason
+        super().__init__(address, reason)
         self.flags = flags
 
 
