@@ -42,7 +42,7 @@ from .scenarios import (Scenario, ScenarioError, format_size, list_scenarios, re
                         scenario_path, session_from_scenario)
 from .schemes import SCHEMES
 from .session import InvalidOperation, Session
-from .widgets.views import classify, op_label
+from .describe import classify, op_label
 
 __all__ = ["explain", "build_explainer", "select_steps", "parse_steps", "Explainer",
            "ExplainedStep", "CounterRow",
