@@ -97,6 +97,38 @@ MEASURE = """
 })
 """
 
+# Every text drawn inside a node or cluster ends left of that box's right border, and every
+# caption line inside the drawing: Graphviz measures text narrower than browsers draw it
+# (hgmviz.render.dot.TEXT_FIT), which once let long rows cross their boxes.
+FIT = """
+() => {
+  const right = els => Math.max(-1e9, ...Array.from(els, e => e.getBBox())
+                                       .filter(b => b.width > 0).map(b => b.x + b.width));
+  const bad = [];
+  let texts = 0;
+  document.querySelectorAll('section.step svg').forEach(svg => {
+    const step = svg.closest('section.step').id;
+    svg.querySelectorAll('g.node, g.cluster').forEach(g => {
+      const edge = right(g.querySelectorAll(':scope > polygon, :scope > path, :scope > polyline'));
+      g.querySelectorAll(':scope > text').forEach(t => {
+        texts++;
+        const b = t.getBBox();
+        if (b.x + b.width > edge + 0.5)
+          bad.push([step, g.querySelector('title').textContent, t.textContent, b.x + b.width - edge]);
+      });
+    });
+    const vb = svg.viewBox.baseVal;
+    svg.querySelectorAll('g.graph > text').forEach(t => {
+      texts++;
+      const b = t.getBBox();
+      if (b.x + b.width > vb.x + vb.width - 4 + 0.5)
+        bad.push([step, 'caption', t.textContent, b.x + b.width - (vb.x + vb.width - 4)]);
+    });
+  });
+  return {texts, bad};
+}
+"""
+
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_step_svg_renders_without_console_errors(name, browser_context, exported):
@@ -110,6 +142,7 @@ def test_every_step_svg_renders_without_console_errors(name, browser_context, ex
     try:
         page.goto(path.as_uri(), wait_until="load")
         steps = page.evaluate(MEASURE)
+        fit = page.evaluate(FIT)
         title = page.title()
     finally:
         page.close()
@@ -122,6 +155,9 @@ def test_every_step_svg_renders_without_console_errors(name, browser_context, ex
         assert w > 0 and h > 0, "%s: empty box on the page: %s" % (st["id"], st)
         assert bw > 0 and bh > 0, "%s: empty drawing: %s" % (st["id"], st)
         assert st["texts"] > 0, st
+    assert fit["texts"] > 0
+    assert fit["bad"] == [], "text wider than its box (step, box, text, overflow in pt): %s" % (
+        fit["bad"][:5],)
     assert title
     assert [c for c in console if c[0] == "error"] == []
     assert errors == []

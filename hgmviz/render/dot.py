@@ -13,6 +13,7 @@ Graphviz versions (toolchain notes), so tests parse it instead.
 from __future__ import annotations
 
 import html
+import re
 import shutil
 import textwrap
 
@@ -197,13 +198,27 @@ def scene_to_dot(scene: Scene, theme="light") -> str:
     return g.source
 
 
+# Graphviz sizes every box from text widths that pango measures with hinting at 72 dpi; a
+# browser draws the same font unhinted, about 2-3 % wider (measured in Chromium: 1.021-1.028
+# for Liberation Sans/Arial and DejaVu Sans, at 10 pt), so long rows crossed their box's right
+# border.  The SVG's font sizes are scaled down by this factor so the text fits the boxes dot
+# laid out for it; tests/test_explain_browser.py checks every text of every shipped scenario.
+TEXT_FIT = 0.965
+_FONT_SIZE = re.compile(r'font-size="([0-9.]+)"')
+
+
+def _fit_text(svg: str) -> str:
+    return _FONT_SIZE.sub(lambda m: 'font-size="%.2f"' % (float(m.group(1)) * TEXT_FIT), svg)
+
+
 def dot_to_svg(source: str) -> str:
-    """Lay ``source`` out with ``dot`` and return the SVG text; :class:`DotNotFound` when
-    the ``dot`` program is missing."""
+    """Lay ``source`` out with ``dot`` and return the SVG text (font sizes scaled by
+    :data:`TEXT_FIT` so browsers' text fits the boxes); :class:`DotNotFound` when the ``dot``
+    program is missing."""
     import graphviz
     if not dot_available():
         raise DotNotFound()
     try:
-        return graphviz.Source(source).pipe(format="svg", encoding="utf-8")
+        return _fit_text(graphviz.Source(source).pipe(format="svg", encoding="utf-8"))
     except graphviz.ExecutableNotFound:
         raise DotNotFound() from None
