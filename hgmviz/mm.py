@@ -36,6 +36,7 @@ from .errors import (PartialProgress, ProcessExited, SigBus, SigSegv, StateKept,
                      UserfaultPending, syscall_error)
 from .geometry import get_geometry, get_kernel_profile
 from .schemes import SchemeRefusal, get_scheme_class
+from .schemes.base import UPDATE_KINDS
 
 __all__ = ["Machine", "Process", "File", "Folio", "Vma", "PagemapEntry",
            "MADV_DONTNEED", "MADV_COLLAPSE", "MADV_SPLIT"]
@@ -377,6 +378,12 @@ class Machine:
     "x86_64-5level" or "toy".  ``scheme`` picks the accounting ("mainline", "per_piece").
     ``kernel`` picks the version profile ("6.2", the thread's era, by default; "6.18";
     "running").
+
+    After each operation: ``call_path`` (the kernel functions it went through),
+    ``last_events`` (the core's page-table events) and ``last_counter_updates`` (how many
+    atomic updates the scheme made to ``_refcount``, the head's ``_entire_mapcount``,
+    subpages' ``_mapcount`` and its own metadata: the work behind the net change, e.g. the
+    262,144 subpage decrements of a 1 GiB collapse under ``thp_like``, T19/T20).
     """
 
     def __init__(self, nr_hugepages=None, geometry="x86_64", scheme="mainline", guard=None,
@@ -441,6 +448,7 @@ class Machine:
         self._res = np.zeros(4, dtype=np.int64)
         self._empty_share = np.zeros(0, dtype=np.int32)
         self.last_events = self.pt.events()
+        self.last_counter_updates = dict.fromkeys(UPDATE_KINDS, 0)
         self.call_path = []
         self.version = 0
         self._warned_sign = False
@@ -471,6 +479,7 @@ class Machine:
         meta[core.M_NEV] = 0
         self._accounted = 0
         self.call_path = []
+        self.last_counter_updates = dict.fromkeys(UPDATE_KINDS, 0)
         try:
             result = fn(*args)
         except (PartialProgress, StateKept):
@@ -483,6 +492,7 @@ class Machine:
             self._restore(saved)
             self.scheme.restore(counters)
             self.last_events = self.pt.events()
+            self.last_counter_updates = dict.fromkeys(UPDATE_KINDS, 0)
             self._in_op = False
             raise
         self._commit(counters)
@@ -510,6 +520,8 @@ class Machine:
         ev = self.pt.events(self._accounted)
         scratch = self.scheme.admit(ev, guarded)
         self.scheme.commit(scratch)
+        for kind, n in self.scheme.updates().items():
+            self.last_counter_updates[kind] += n
         self._accounted = int(self.pt.meta[core.M_NEV])
         return ev
 

@@ -197,6 +197,7 @@ def _do(world: World, op):
         m.inject(op.point)
         m.call_path = ["inject"]
         m.last_events = m.pt.events(m.pt.events()["kind"].size)
+        m.last_counter_updates = dict.fromkeys(m.last_counter_updates, 0)
         return None
     if isinstance(op, Mmap):
         a = world.proc(op.proc).mmap(world.file(op.file), op.length, offset=op.offset,

@@ -102,6 +102,7 @@ else:
 def _quiet(m: Machine, call_path=()):
     """A step that ran no kernel code: no events, and the call path given."""
     m.last_events = {k: v[:0] for k, v in m.last_events.items()}
+    m.last_counter_updates = dict.fromkeys(m.last_counter_updates, 0)
     m.call_path = list(call_path)
 
 
@@ -135,9 +136,10 @@ class ReplayMismatch(RuntimeError):
 class Step:
     """One recorded operation and what it did under each scheme of the session.
 
-    ``outcomes``/``kinds``/``call_paths``/``events`` map a scheme name to the
+    ``outcomes``/``kinds``/``call_paths``/``events``/``updates`` map a scheme name to the
     :class:`~hgmviz.ops.Outcome`, the kind (one of :data:`STEP_KINDS`), the kernel call
-    path and the core's event arrays (``Machine.last_events``) of that step."""
+    path, the core's event arrays (``Machine.last_events``) and the counter updates
+    (``Machine.last_counter_updates``) of that step."""
 
     op: object
     outcomes: dict
@@ -145,6 +147,7 @@ class Step:
     call_paths: dict = field(default_factory=dict, compare=False)
     events: dict = field(default_factory=dict, compare=False, repr=False)
     narration: str = ""
+    updates: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def outcome(self) -> Outcome:
@@ -746,10 +749,12 @@ class Session:
                 m.call_path = list(st.call_paths.get(s, ()))
                 if s in st.events:
                     m.last_events = st.events[s]
+                if s in st.updates:
+                    m.last_counter_updates = dict(st.updates[s])
 
     # ---- running one operation on every machine ---------------------------------------
     def _run_all(self, op) -> tuple:
-        outs, kinds, paths, events = {}, {}, {}, {}
+        outs, kinds, paths, events, updates = {}, {}, {}, {}, {}
         for s in self.schemes:
             w = self.worlds[s]
             m = w.machine
@@ -769,7 +774,8 @@ class Session:
             kinds[s] = _kind(out, changed)
             paths[s] = tuple(m.call_path)
             events[s] = m.last_events
-        return outs, kinds, paths, events
+            updates[s] = dict(m.last_counter_updates)
+        return outs, kinds, paths, events, updates
 
     def _validate(self, op):
         lab = self.labels()
@@ -788,7 +794,7 @@ class Session:
         self._validate(op)
         mark = self._mark()
         try:
-            outs, kinds, paths, events = self._run_all(op)
+            outs, kinds, paths, events, updates = self._run_all(op)
         except (ValueError, TypeError, KeyError, NotImplementedError) as e:
             self._restore_checkpoint(self._pos)
             self._set_views()
@@ -798,7 +804,7 @@ class Session:
             self._restore_checkpoint(self._pos)
             self._set_views()
             raise
-        step = Step(op, outs, kinds, paths, events, str(narration))
+        step = Step(op, outs, kinds, paths, events, str(narration), updates)
         try:
             # a step that changed nothing (a refused operation) shares the checkpoint
             ck = self._ckpt[self._pos] if self._mark() == mark else self._take()
@@ -839,10 +845,10 @@ class Session:
                 if i == len(ops) - 1 and self._pos not in self._ckpt:
                     self._ckpt[self._pos] = self._take()     # "before" of the last step
                 try:
-                    outs, kinds, paths, events = self._run_all(op)
+                    outs, kinds, paths, events, updates = self._run_all(op)
                 except (ValueError, TypeError, KeyError, NotImplementedError) as e:
                     raise InvalidOperation("%s: %s" % (type(op).__name__, e)) from e
-                step = Step(op, outs, kinds, paths, events)
+                step = Step(op, outs, kinds, paths, events, updates=updates)
                 self._history.append(step)
                 self._pos += 1
                 done.append(step)
@@ -895,7 +901,7 @@ class Session:
         est = 0
         for i in range(a, b):
             step = self._history[i]
-            outs, _, _, _ = self._run_all(step.op)
+            outs = self._run_all(step.op)[0]
             self.stats["replayed_steps"] += 1
             if outs != step.outcomes:
                 raise ReplayMismatch("step %d (%r) gave %s when re-applied, %s when recorded"

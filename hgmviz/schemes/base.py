@@ -28,6 +28,14 @@ GUARD_INT_MAX_HALF = 1
 GUARD_SIGN = 2
 GUARDS = {None: GUARD_NONE, "int_max_half": GUARD_INT_MAX_HALF, "sign": GUARD_SIGN}
 
+# Slots of ``Scheme.out`` where ``_apply`` tallies the counter updates the mapping accounting
+# made (one per atomic operation on a counter: a leaf's folio_get/folio_put, one
+# page_add/remove_file_rmap on the head or on one subpage, one metadata count).  Slots 0-3
+# report a guard refusal.  The page cache's references (one folio_ref_add each) are not
+# mapping accounting and are not tallied.
+OUT_REFCOUNT, OUT_ENTIRE, OUT_SUBPAGE, OUT_METADATA = 4, 5, 6, 7
+UPDATE_KINDS = ("refcount", "entire_mapcount", "subpage_mapcount", "metadata")
+
 
 @njit
 def wrap_counter(x, bits):
@@ -147,6 +155,13 @@ class Scheme:
 
     def commit(self, scratch):
         self.counters = scratch
+
+    def updates(self) -> dict:
+        """The counter updates of the last :meth:`admit`, by kind (:data:`UPDATE_KINDS`):
+        ``refcount`` (``_refcount`` on the head), ``entire_mapcount`` (the head's
+        ``_entire_mapcount``), ``subpage_mapcount`` (a subpage's ``_mapcount``: one
+        ``struct page`` each) and ``metadata`` (a scheme's own counts)."""
+        return dict(zip(UPDATE_KINDS, (int(x) for x in self.out[OUT_REFCOUNT:OUT_METADATA + 1])))
 
     def _guard_code(self) -> int:
         return GUARDS[self.guard]

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from .._jit import njit
 from ..core import EV_HSTATE_CLEARED, EV_HSTATE_POPULATED, EV_SET
-from .base import Scheme, apply_folio_event, guarded_increments, wrap_counter
+from .base import (OUT_ENTIRE, OUT_REFCOUNT, Scheme, apply_folio_event, guarded_increments,
+                   wrap_counter)
 
 
 @njit
@@ -66,10 +67,14 @@ def _apply_hstate_present(kind, mm, addr, shift, count, pfn, folio, folio_shift,
                 wrapped[f] = 1
             refcount[f] = wrap_counter(refcount[f] + n, bits)
             entire[f] = wrap_counter(entire[f] + n, bits)
+            out[OUT_REFCOUNT] += n
+            out[OUT_ENTIRE] += n
             leaves += set_leaves
         elif k == EV_HSTATE_CLEARED:
             refcount[f] = wrap_counter(refcount[f] - n, bits)
             entire[f] = wrap_counter(entire[f] - n, bits)
+            out[OUT_REFCOUNT] += n
+            out[OUT_ENTIRE] += n
         else:
             apply_folio_event(k, f, n, bits, refcount, entire, wrapped)
     out[1] = leaves

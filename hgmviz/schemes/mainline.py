@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from .._jit import njit
 from ..core import EV_CLEAR, EV_SET
-from .base import Scheme, apply_folio_event, guarded_increments, wrap_counter
+from .base import (OUT_ENTIRE, OUT_REFCOUNT, Scheme, apply_folio_event, guarded_increments,
+                   wrap_counter)
 
 
 @njit
@@ -43,13 +44,16 @@ def _apply_head_only(kind, shift, count, pfn, folio, folio_shift, page_shift, gu
                 return
             if refcount[f] + n > int_max or entire[f] + n > int_max:
                 wrapped[f] = 1
-                out[4] += 1
             refcount[f] = wrap_counter(refcount[f] + n, bits)
             entire[f] = wrap_counter(entire[f] + n, bits)
+            out[OUT_REFCOUNT] += n
+            out[OUT_ENTIRE] += n
             leaves += n
         elif k == EV_CLEAR:
             refcount[f] = wrap_counter(refcount[f] - n, bits)
             entire[f] = wrap_counter(entire[f] - n, bits)
+            out[OUT_REFCOUNT] += n
+            out[OUT_ENTIRE] += n
         else:
             apply_folio_event(k, f, n, bits, refcount, entire, wrapped)
     out[1] = leaves

@@ -18,7 +18,8 @@ not a kernel structure — the kernel never had this scheme).
 from __future__ import annotations
 
 from ..core import EV_CLEAR, EV_SET
-from .base import GUARDS, Scheme, SchemeRefusal, apply_folio_event, guarded_increments, wrap_counter
+from .base import (GUARDS, OUT_ENTIRE, OUT_METADATA, OUT_REFCOUNT, Scheme, SchemeRefusal,
+                   apply_folio_event, guarded_increments, wrap_counter)
 
 ENTRY_BYTES = 8
 
@@ -64,9 +65,14 @@ class SubtreeCounted(Scheme):
                         wrapped[f] = 1
                     ref[f] = wrap_counter(int(ref[f]) + 1, bits)
                     ent[f] = wrap_counter(int(ent[f]) + 1, bits)
+                    out[OUT_REFCOUNT] += 1
+                    out[OUT_ENTIRE] += 1
                 elif k == EV_CLEAR and after == 0:
                     ref[f] = wrap_counter(int(ref[f]) - 1, bits)
                     ent[f] = wrap_counter(int(ent[f]) - 1, bits)
+                    out[OUT_REFCOUNT] += 1
+                    out[OUT_ENTIRE] += 1
+                out[OUT_METADATA] += n
                 if after:
                     pieces[key] = after
                 else:

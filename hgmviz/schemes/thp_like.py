@@ -21,7 +21,8 @@ import numpy as np
 
 from .._jit import njit
 from ..core import EV_CLEAR, EV_SET
-from .base import Scheme, apply_folio_event, guarded_increments, wrap_counter
+from .base import (OUT_ENTIRE, OUT_REFCOUNT, OUT_SUBPAGE, Scheme, apply_folio_event,
+                   guarded_increments, wrap_counter)
 
 
 @njit
@@ -48,15 +49,18 @@ def _apply_thp_like(kind, shift, count, pfn, folio, folio_shift, folio_pfn, pfn_
                 if refcount[f] + m > int_max:
                     wrapped[f] = 1
             refcount[f] = wrap_counter(refcount[f] + sign * m, bits)
+            out[OUT_REFCOUNT] += m
             if shift[e] == folio_shift[f]:
                 if entire[f] + sign * m > int_max:
                     wrapped[f] = 1
                 entire[f] = wrap_counter(entire[f] + sign * m, bits)
+                out[OUT_ENTIRE] += m
             else:
                 step = 1 << (shift[e] - page_shift)
                 base = pfn[e] - pfn_lo
                 for i in range(m * step):
                     subpage[base + i] = wrap_counter(subpage[base + i] + sign, bits)
+                out[OUT_SUBPAGE] += m * step
             if out[0] == 1:
                 out[3] = refcount[f]
                 return
