@@ -350,3 +350,70 @@ def test_cli_table_against_the_simulator(capsys, machine_state):
     assert "scenario" in out and "simulator" in out and "agree" in out
     assert rc in (0, 1)          # 1 would be a real disagreement, reported in the table
     assert ("1 of 1 scenarios agree" in out) == (rc == 0)
+
+
+# --- the notebook's views of a report (chapter 10) --------------------------------------------
+def _fake_report(monkeypatch, names, kernel_reason=""):
+    """A report from run_check() with the live side replaced by the simulator (or refused), so
+    the formatting is tested without root."""
+    from hgmviz.kernelcheck import cli
+    from hgmviz.kernelcheck.runner import SimWorld
+
+    class FakeLive(SimWorld):
+        def __init__(self, touch_method="vm"):
+            super().__init__()
+
+    if kernel_reason:
+        def refuse(world, sc):
+            from hgmviz.kernelcheck.runner import ScenarioRun
+            if isinstance(world, FakeLive):
+                return ScenarioRun(sc.name, "kernel", "skipped", kernel_reason)
+            return run_scenario(world, sc)
+        monkeypatch.setattr(cli, "run_scenario", refuse)
+    monkeypatch.setattr(cli, "LiveWorld", FakeLive)
+    return cli.run_check(names)
+
+
+def test_format_summary_has_one_line_per_scenario_and_the_totals(monkeypatch):
+    from hgmviz.kernelcheck.cli import format_summary
+    report = _fake_report(monkeypatch, ["fault", "reservations"])
+    text = format_summary(report)
+    lines = text.splitlines()
+    fault = next(ln for ln in lines if ln.startswith("fault "))
+    assert fault.split()[1] == str(len(get_scenario("fault").steps))
+    assert "agree" in fault and get_scenario("fault").title in fault
+    assert lines[-1].startswith("2 of 2 scenarios agree; disagree: 0; could not run: 0")
+
+
+def test_format_summary_says_why_a_scenario_did_not_run(monkeypatch):
+    from hgmviz.kernelcheck.cli import format_report, format_summary
+    report = _fake_report(monkeypatch, ["fault"], kernel_reason="needs root")
+    assert "not run: needs root" in format_summary(report)
+    assert format_summary(report).splitlines()[-1].startswith("0 of 1 scenarios agree")
+    assert "needs root" in format_report(report, scenarios=["fault"])
+
+
+def test_format_report_can_show_some_scenarios_and_names_the_unknown(monkeypatch):
+    from hgmviz.kernelcheck.cli import format_report
+    report = _fake_report(monkeypatch, ["fault", "child_exit"])
+    text = format_report(report, scenarios=["child_exit"])
+    assert "child_exit" in text and "\nfault " not in text
+    assert "pages touched by process_vm_writev" in text.splitlines()[0]
+    with pytest.raises(ValueError, match="not in this report: nope; it has: fault, child_exit"):
+        format_report(report, scenarios=["nope"])
+
+
+def test_format_prediction_is_the_simulator_side_with_each_steps_reason():
+    from hgmviz.kernelcheck.cli import format_prediction
+    from hgmviz.kernelcheck.runner import SimWorld
+    sc = get_scenario("map_noreserve")
+    text = format_prediction("map_noreserve")
+    run = run_scenario(SimWorld(), sc)
+    for step, res in zip(sc.steps, run.steps):
+        line = next(ln for ln in text.splitlines() if ln.startswith("%d. " % res.index))
+        assert fmt_step(res) in line
+        assert step.why in line
+    assert sc.rule in text
+    assert "SIGBUS" in text and "ENOMEM" in text
+    with pytest.raises(KeyError):
+        format_prediction("no_such_scenario")

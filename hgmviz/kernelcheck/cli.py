@@ -24,10 +24,17 @@ import platform
 import sys
 import time
 
-from .runner import LiveWorld, Row, SimWorld, compare_runs, rules_rows, run_scenario
+from .runner import LiveWorld, Row, SimWorld, compare_runs, fmt_step, rules_rows, run_scenario
 from .scenarios import SCENARIOS, get_scenario
 
-__all__ = ["main", "run_check"]
+__all__ = ["main", "run_check", "format_report", "format_summary", "format_prediction"]
+
+LEGEND = ("How to read a cell: the outcome (ok, or the error the step got), then one NAME=VALUE per "
+          "probe — a named page of a mapping, as one process sees it: VALUE is what "
+          "/proc/kpagecount says for the page its /proc/self/pagemap entry points to, '-' where "
+          "nothing is mapped (hN/pN/lN: head, probed page and last page differ) — then "
+          "free±N rsvd±N: HugePages_Free and HugePages_Rsvd of the scenario's hstate, relative "
+          "to before the scenario.")
 
 
 def run_check(names=None, against: str = "simulator", touch: str = "vm") -> dict:
@@ -76,11 +83,24 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(line.rstrip() for line in out)
 
 
-def format_report(report: dict, verbose: bool = False) -> str:
+TOUCH_METHODS = {"vm": "process_vm_writev", "mem": "/proc/pid/mem", "cpu": "the CPU"}
+
+
+def format_report(report: dict, verbose: bool = False, scenarios=None) -> str:
+    """The report as text: a row per step of every scenario (or of those named in
+    ``scenarios``), then the disagreements, warnings, what could not run, and the summary."""
     other = "simulator" if report["against"] == "simulator" else "rules"
-    lines = ["hgmviz kernel-check: Linux %s %s, %d scenarios, kernel vs %s (touch: %s)"
+    lines = ["hgmviz kernel-check: Linux %s %s, %d scenarios, kernel vs %s (pages touched by %s)"
              % (report["kernel"], report["machine"], len(report["scenarios"]), other,
-                report["touch"]), ""]
+                TOUCH_METHODS.get(report["touch"], report["touch"])), ""]
+    if scenarios is not None:
+        known = [sc["name"] for sc in report["scenarios"]]
+        unknown = [n for n in scenarios if n not in known]
+        if unknown:
+            raise ValueError("not in this report: %s; it has: %s"
+                             % (", ".join(unknown), ", ".join(known)))
+        report = dict(report, scenarios=[sc for sc in report["scenarios"]
+                                         if sc["name"] in scenarios])
     rows = []
     for sc in report["scenarios"]:
         for r in sc["rows"]:
@@ -128,6 +148,39 @@ def format_report(report: dict, verbose: bool = False) -> str:
         "; could not run: " + ", ".join(s["not_run"]) if s["not_run"] else "",
         report["seconds"]))
     return "\n".join(lines)
+
+
+def format_summary(report: dict) -> str:
+    """One line per scenario: its name, its steps, whether kernel and simulator agree (or why
+    it could not run), and its title; then the totals."""
+    rows = []
+    for sc in report["scenarios"]:
+        if sc["could_not_run"]:
+            why = sc["kernel"]["reason"] or (sc["simulator"] or {}).get("reason", "")
+            verdict = "not run: " + why
+        else:
+            verdict = "agree" if sc["agree"] else "DISAGREE"
+        steps = sum(1 for r in sc["rows"] if r["step"])
+        rows.append([sc["name"], str(steps), verdict if len(verdict) < 48 else verdict[:45] + "...",
+                     sc["title"]])
+    s = report["summary"]
+    return "%s\n\n%d of %d scenarios agree; disagree: %d; could not run: %d (%.1f s)" % (
+        _table(rows, ["scenario", "steps", "kernel vs simulator", "what it checks"]),
+        s["agree"], s["scenarios"], len(s["disagree"]), len(s["not_run"]), report["seconds"])
+
+
+def format_prediction(name: str, kernel: str = "running") -> str:
+    """What the simulator predicts for scenario ``name``, step by step, with the kernel rule
+    behind each step — without root and without touching the running kernel (the simulator
+    side of the check alone: :class:`~hgmviz.kernelcheck.runner.SimWorld`)."""
+    sc = get_scenario(name)
+    run = run_scenario(SimWorld(kernel=kernel), sc)
+    if run.status != "ran":
+        return "%s: the simulator could not run it: %s" % (name, run.reason)
+    rows = [["%d. %s" % (res.index, res.description), fmt_step(res), step.why]
+            for step, res in zip(sc.steps, run.steps)]
+    return "%s — %s\n%s\n\n%s" % (sc.name, sc.title, sc.rule,
+                                    _table(rows, ["step", "simulator predicts", "why"]))
 
 
 def main(argv=None) -> int:

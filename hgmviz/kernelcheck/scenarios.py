@@ -4,7 +4,7 @@ A :class:`Scenario` is a pool to reserve, a list of :class:`Probe` (a process an
 given as a mapping label plus an offset) and a list of :class:`Step`.  A step names an operation
 of the scripting API (``memfd_create``, ``spawn``, ``mmap``, ``touch``, ``fork``, ``exit``,
 ``munmap``, ``madvise``, ``uffdio_register``, ``uffdio_continue``, ``close``), who performs it,
-its arguments, and what the rules in ``/work/shared/domain.md`` section 2 say must follow:
+its arguments, and what the rules in ``docs/domain.md`` section 2 say must follow:
 
 ``expect``
     the outcome: ``"ok"``, an errno name (``"EINVAL"``), ``"EAGAIN mapped=0x200000"``
