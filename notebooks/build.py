@@ -29,7 +29,7 @@ SOLUTIONS_DIR = "solutions"
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
 # --------------------------------------------------------------------------------------------
-# The thread's mails (../shared/domain.md section 0.1): tag -> (date, author, Message-ID or URL)
+# The thread's mails (docs/domain.md section 0.1): tag -> (date, author, Message-ID or URL)
 # --------------------------------------------------------------------------------------------
 MAILS = {
     "T4": ("12 Jan 2023", "James Houghton",
@@ -821,7 +821,7 @@ CH03 = [
     | page fault | `VM_FAULT_SIGBUS`: the process gets SIGBUS | `VM_FAULT_SIGBUS` |
     | `fork()` (`copy_hugetlb_page_range`) | not spelled out; the simulator: `ENOMEM`, the whole fork fails (chapter 4) | `-EFAULT`, the whole fork fails |
 
-    The simulator follows `errors="proposed"` or `errors="v2"`. **Predict** both columns at the INT_MAX/2 limit, for a `UFFDIO_CONTINUE` of the refused piece and for a fault on a plain (not split) mapping of the same page.
+    The simulator follows `errors="proposed"` or `errors="v2"`. **Predict** both columns at the INT_MAX/2 limit, for a `UFFDIO_CONTINUE` of the refused piece and for a fault on a plain (not split) mapping of the same page. (In an operation, an address is a mapping's name, `"plain"`, or a name and an offset into it: `("a", 7 * PAGE)` is the 8th piece of the newest mapping.)
     """),
     code("""
     o = hv.overflow_math(hstate=SMALL, piece=PAGE, guard="int_max_half", geometry="toy")
@@ -969,7 +969,7 @@ CH04 = [
         print(f"uffd {mode}, EVENT_FORK {event_fork}: refcount {before} -> {f.folio_at(0).refcount}")
     """),
     check("""
-    Only the last: uffd-wp with `EVENT_FORK`. `copy_hugetlb_page_range()` copies the entry and takes a reference for it (`folio_get` + `hugetlb_add_file_rmap`). The domain notes record the middle case on a live 6.18 kernel: without `EVENT_FORK` the child's VMA is reset and nothing is copied.
+    Only the last: uffd-wp with `EVENT_FORK`. `copy_hugetlb_page_range()` copies the entry and takes a reference for it (`folio_get` + `hugetlb_add_file_rmap`). The middle case was measured on a live 6.18 kernel, and chapter 10 checks it on yours (scenario `fork_uffd_wp_no_event_fork`): without `EVENT_FORK` the child's VMA loses its userfaultfd registration (`dup_userfaultfd()`) and nothing is copied.
     """),
     md("""
     ## Worked example, by hand
@@ -1153,6 +1153,7 @@ CH05 = [
     code("""
     import hgmviz as hv
     from hgmviz import ops
+    from hgmviz.describe import op_label
     """),
     TOY_SIZES,
     md("""
@@ -1194,8 +1195,8 @@ CH05 = [
                 ops.Fork("p", "c"), ops.Madvise("p", "spare", SMALL, "MADV_COLLAPSE")]
     for op in attempts:
         out = ops.run_step(w, op)
-        print(f"{type(op).__name__:15} {out.status:7} refcount {w.files['f'].folio_at(0).refcount:3}"
-              f"   {' → '.join(m.call_path[-3:])}")
+        print(f"{op_label(op):32} {out.status:7} refcount {w.files['f'].folio_at(0).refcount}")
+        print("    ", " → ".join(m.call_path))
     """),
     check("""
     The fault (SIGBUS), `UFFDIO_CONTINUE` (ENOMEM) and fork (ENOMEM) are refused: the three annotated paths. `MADV_COLLAPSE` succeeds and takes the count **past** the limit: it fills the empty split VMA with one leaf, and its reference is not checked. Nothing breaks, because INT_MAX/2 leaves a margin of about a billion references for exactly such paths. Under the sign check there is no margin: an unguarded reference at INT_MAX wraps the count (exercise 1).
@@ -2003,7 +2004,15 @@ CH09 = [
         print(f"{s:15} before: refcount {folio.refcount:>7,} mapcount {folio.mapcount:>7,}", end=";  ")
         ops.run_step(w, ops.Madvise("p", "a", GIB, "MADV_COLLAPSE"))
         print(f"after: refcount {folio.refcount} mapcount {folio.mapcount}")
-    print(f"vmemmap of one 1 GiB page: {hv.vmemmap_cost(GIB)['vmemmap_bytes']:,} bytes")
+    """),
+    md("""
+    The net change says little about the work. `m.last_counter_updates` counts the atomic updates the last operation made: to the head's `_refcount` and `_entire_mapcount`, and to subpages' `_mapcount` (each in its own `struct page`):
+    """),
+    code("""
+    for s, m in machines.items():
+        u = m.last_counter_updates
+        print(f"{s:15} _refcount {u['refcount']:>7,} · _entire_mapcount {u['entire_mapcount']:>7,}"
+              f" · subpage _mapcount {u['subpage_mapcount']:>7,}")
     """),
     md("""
     The three collapses side by side. The page tables change the same way in every column — the caption's events: every 4 KiB leaf cleared, the tables freed, one 1 GiB leaf set. What differs is what each scheme does per event.
@@ -2023,10 +2032,11 @@ CH09 = [
     ops.run_step(w, ops.Madvise("p", "a", MIB2, "MADV_COLLAPSE"))
     print("subpage _mapcounts that differ after the collapse:",
           (m.scheme.subpage_mapcounts(folio.id) != sub).sum())
+    print("subpage _mapcount updates it made:", m.last_counter_updates["subpage_mapcount"])
     hv.draw(m, before=before, start=a, end=a + 2 * MIB2)
     """),
     check("""
-    None differ — but the work was done twice over: the 512 cleared 4 KiB leaves each decremented one subpage `_mapcount`, and the new 2 MiB leaf incremented all 512 again (`thp_like` counts a leaf below the hstate level on every page it covers). The net change hides the work; the events in the caption show it. Over the whole 1 GiB, stage one costs 2*n* subpage writes and stage two another *n*; for `per_piece` the stages cost *n* + 512 and then 512 + 1 head updates; for `hstate_present`, nothing at either stage.
+    None differ — but the work was done twice over: the 512 cleared 4 KiB leaves each decremented one subpage `_mapcount`, and the new 2 MiB leaf incremented all 512 again (`thp_like` counts a leaf below the hstate level on every page it covers): 1,024 updates. The net change hides the work; `last_counter_updates` and the events in the caption show it. Over the whole 1 GiB, stage one costs 2*n* subpage writes and stage two another *n*; for `per_piece` the stages cost *n* + 512 and then 512 + 1 head updates; for `hstate_present`, nothing at either stage.
     """),
     quote("T20", """
     for each 2M in the 4K -> 2M collapse, we decrement the compound_mapcount 512 times (once per PTE), then increment it once
@@ -2162,43 +2172,128 @@ CH10 = [
 
     Learning goals:
     1. Know which hugetlb behaviours the simulator models from the kernel's rules, and how each one is observed from user space (`/proc/self/pagemap`, `/proc/kpagecount`, `/sys/kernel/mm/hugepages`).
-    2. Read a cross-check table: scenario, step, what the kernel did, what the simulator predicted.
-    3. Know why refcount itself is not in the table: user space cannot read it; only mapcounts and the pool are visible.
+    2. Read a cross-check row: the step, what the kernel did, what the simulator predicted.
+    3. Know why the refcount itself is not in the table: user space cannot read it; only mapcounts and the pool are visible.
 
-    The check runs each scenario twice from **one** definition: once for real (memfd_create with MFD_HUGETLB, mmap, faults, fork, userfaultfd, madvise, munmap, close) and once through `hgmviz.Machine(kernel="running")`. It needs root (it reserves hugepages and reads `/proc/kpagecount`) and restores every setting it touches. Without root it says what would make it run.
+    The check runs each scenario twice from **one** definition: once for real (memfd_create with MFD_HUGETLB, mmap, faults, fork, userfaultfd, madvise, munmap, close) and once through `hgmviz.Machine(kernel="running")`. The real run needs root (it reserves hugepages and reads `/proc/kpagecount`) and restores every setting it touches. Without root — on Binder, say — it says what it would need, and every prediction below still runs.
     """),
     code("""
-    from hgmviz.kernelcheck.cli import format_report, run_check
+    from hgmviz.kernelcheck.cli import LEGEND, format_prediction, format_report, format_summary, run_check
     from hgmviz.kernelcheck.scenarios import SCENARIOS
     """),
     md("""
-    The scenarios, each with the kernel rule it checks (from `domain.md` section 2):
+    ## The scenarios
+
+    Each checks one rule of mainline hugetlb; the rules cite the kernel functions behind them, and their `§` numbers are sections of [docs/domain.md](../docs/domain.md), the kernel facts with their sources.
     """),
     code("""
     for sc in SCENARIOS:
         print(f"{sc.name:28} {sc.title}")
     """),
     md("""
-    **Predict** before you run: in the `fork_shared_lazy` scenario a process with one faulted 2 MiB page forks. Does the fork change the page's mapcount?
+    ## Reading a row
 
-    <details><summary>Answer</summary>No. Since commit bcd51a3c679d ("hugetlb: lazy page table copies in fork()") a plain MAP_SHARED hugetlb VMA is not copied at fork; the child faults its own entry later. Only a uffd-wp VMA registered with UFFD_FEATURE_EVENT_FORK is copied.</details>
+    A scenario watches a few **probes**: named pages of a mapping as one process sees them (`A0` is a page in the first hugepage of mapping `a` of process `p`, `C0` the same page in the child `c`). After every step it records:
+    """),
+    code("print(LEGEND)"),
+    md("""
+    ## Worked example, by hand
 
-    Now run the check (about 15 seconds as root):
+    Chapter 4 began with David's reminder that fork can copy hugetlb page tables after all:
+    """),
+    quote("T10", """
+    You'd have to also make sure that fork() won't do the same. At least with uffd-wp, Peter also added page table copying during fork() for MAP_SHARED mappings, which would have to be handled.
+    """),
+    md("""
+    The scenario `fork_uffd_wp_event_fork` checks the mainline half of that on your kernel: a 4 MiB mapping `a` of a memfd with 2 MiB pages; probes `A0` (in the first hugepage) and `A1` (in the second), and `C0`/`C1` the same pages in the child. By hand: `mmap` reserves both hugepages (`rsvd+2`). The write fault takes a page from the pool and consumes one reservation: `A0=1`, `free-1 rsvd+1`. Registering for uffd-wp with `EVENT_FORK` maps nothing. `fork` copies the one present PMD entry (`copy_hugetlb_page_range`, one `hugetlb_add_file_rmap`): the page is mapped twice, so `A0=2` and `C0=2` (it is one page, and `/proc/kpagecount` counts its mappings, not whose they are); `A1` and `C1` stay `-`. The child's `exit` drops its entry: `A0=1`.
+
+    **Predict** each row before you look, then check against the simulator (no root needed):
+    """),
+    code("""
+    print(format_prediction("fork_uffd_wp_event_fork"))
+    """),
+    check("""
+    Row by row as worked out above. The simulator's `fork` copies the entry because the VMA keeps `VM_UFFD_WP` (the userfaultfd asked for `UFFD_FEATURE_EVENT_FORK`), which makes `vma_needs_copy()` true.
+    """),
+    md("""
+    ## Run it against the kernel
+
+    **Predict** before you run: in the `fork_shared_lazy` scenario a process with one faulted 2 MiB page forks, without userfaultfd. Does the fork change the page's mapcount?
+    """),
+    check("""
+    No. Since commit bcd51a3c679d ("hugetlb: lazy page table copies in fork()") a plain MAP_SHARED hugetlb VMA is not copied at fork; the child faults its own entry later. Only a uffd-wp VMA registered with UFFD_FEATURE_EVENT_FORK is copied.
+    """, "Answer"),
+    md("""
+    Now run the check — every scenario, about 15 seconds as root — and read the verdicts:
     """),
     code("""
     report = run_check()
-    print(format_report(report))
+    print(format_summary(report))
+    """),
+    md("""
+    The two fork scenarios, kernel and simulator side by side (without root the kernel column says why it did not run):
     """),
     code("""
-    report["summary"]
+    print(format_report(report, scenarios=["fork_shared_lazy", "fork_uffd_wp_event_fork"]))
+    """),
+    md("""
+    **Quiz.** The rows show mapcounts and the pool, but never a refcount. Why not, when the refcount is what the thread was about?
+    """),
+    check("""
+    User space cannot read `_refcount`. `/proc/kpagecount` reports a page's mapcount, `/proc/kpageflags` its flags, and meminfo the pool; no file in /proc or /sys exports a page's reference count. The simulator's refcounts rest on the kernel code (`folio_get()` next to each `hugetlb_add_file_rmap()`, the page cache's share), and the mapcounts they move in step with are what this check compares.
     """),
     md("""
     ## Summary
 
-    - Every mainline behaviour the simulator claims is checked against the running kernel, step by step, through what user space can observe.
+    - Every mainline behaviour the simulator claims is checked against the running kernel, step by step, through what user space can observe: mapcounts through pagemap and kpagecount, the pool through sysfs.
+    - `format_prediction(name)` shows what the simulator predicts for a scenario, with or without root; `run_check()` compares it with the kernel.
     - HGM itself never reached mainline, so its schemes cannot be checked this way: they rest on the patches and the thread.
 
     From the command line: `hgmviz kernel-check` (add `--json` for tools).
+    """),
+    md("""
+    ## Exercises
+
+    1. **PMD sharing.** In `pmd_sharing`, a 1 GiB-aligned mapping of a 2 MiB-page file is shared by `p`, its child `c` and an unrelated process `q`. Predict step 6, the child's fault at `a + 0x601000`: which probes change, and why can the child see a page it never touched? Check with `format_prediction`, then on the kernel with `run_check(["pmd_sharing"])`.
+    2. **An empty pool.** In `map_noreserve` (2 pages in the pool), at which step does the process get SIGBUS, and why does the mapping at step 7, which does reserve, fail with `ENOMEM` instead?
+    3. **Reservations.** In `reservations`, `munmap` of the whole mapping at step 5 leaves `rsvd+3`. Whose are those reservations, and which step gives them back?
+    """),
+    code("# your turn"),
+]
+
+SOL10 = [
+    code("""
+    from hgmviz.kernelcheck.cli import format_prediction, format_report, run_check
+    """),
+    md("""
+    ## Exercise 1
+
+    Step 6 changes `A6` and `C6` from `-` to 1, and `C4` — the child's view of the page `p` faulted at step 4 — from `-` to 1 as well. With a 2 MiB hstate and a `MAP_SHARED` VMA covering a whole 1 GiB-aligned range, the child's first fault calls `huge_pmd_share()`, which attaches `p`'s PMD table to the child's PUD entry instead of allocating a new one: from then on both processes walk the same PMD table, so every entry in it, old or new, is seen by both, and counted once. The mapcount of the shared pages stays 1: it counts entries, not processes.
+    """),
+    code("""
+    print(format_prediction("pmd_sharing"))
+    """),
+    md("""
+    As root, the kernel's rows beside the simulator's:
+    """),
+    code("""
+    print(format_report(run_check(["pmd_sharing"])))
+    """),
+    md("""
+    ## Exercise 2
+
+    Step 6: the first two faults took both pool pages (`free-2`), and with `MAP_NORESERVE` nothing was reserved for the third, so `hugetlb_no_page()` finds the pool empty and returns `VM_FAULT_SIGBUS`. Step 7 maps the same range *with* reservations: `hugetlb_reserve_pages()` must reserve the pages not yet in the file (hugepages 2 and 3), the pool has none free, and `mmap` fails up front with `ENOMEM` — no fault would ever reach an empty pool in a reserving mapping.
+    """),
+    code("""
+    print(format_prediction("map_noreserve"))
+    """),
+    md("""
+    ## Exercise 3
+
+    They belong to the file, not to the mapping: hugetlbfs keeps a shared mapping's reservations in the inode's `resv_map`, so `munmap` leaves them and a later mapping of the same range (step 6) reserves nothing new. Only the last reference to the file going away — the `close` at step 9, once nothing maps it — releases them (`rsvd+0`) and frees the pages (`free+0`).
+    """),
+    code("""
+    print(format_prediction("reservations"))
     """),
 ]
 
@@ -2243,7 +2338,7 @@ CHAPTERS = [
             CH09, SOL09),
     Chapter(10, "your-kernel", "Check it on your own kernel",
             "see the simulator's mainline predictions agree with the kernel you run (root).",
-            CH10, []),
+            CH10, SOL10),
 ]
 
 
