@@ -156,6 +156,21 @@ class Geometry:
     def level_size(self, level: int) -> int:
         return 1 << self.level_shift(level)
 
+    def table_index(self, addr: int, level: int) -> int:
+        """The entry of a ``level`` table that the walk reads for ``addr``: the kernel's
+        ``pgd_index()``, ``pud_index()``, ``pmd_index()`` and ``pte_index()``
+        (include/linux/pgtable.h, v6.2): ``(addr >> level_shift) & (PTRS_PER_TABLE - 1)``."""
+        if isinstance(addr, bool) or not isinstance(addr, int) or not 0 <= addr < 1 << 64:
+            raise ValueError("addr must be an int in [0, 2**64), not %r" % (addr,))
+        if not 1 <= int(level) <= self.levels:
+            raise ValueError("level must be 1 (PTE) to %d (PGD), not %r" % (self.levels, level))
+        return (addr >> self.level_shift(level)) & (self.PTRS_PER_TABLE - 1)
+
+    def walk_indices(self, addr: int) -> dict:
+        """``{level name: table_index(addr, level)}`` from the PGD down to the PTE level."""
+        return {self.level_name(lv): self.table_index(addr, lv)
+                for lv in range(self.levels, 0, -1)}
+
     def level_name(self, level: int) -> str:
         level = int(level)
         if level == self.levels:

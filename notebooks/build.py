@@ -306,6 +306,22 @@ CH01 = [
     """),
     code("hv.draw(m, before=before)"),
     md("""
+    ## Worked example, by hand: which entries does the walk read?
+
+    Each level takes its own bits of the address. In the toy geometry the low 12 bits are the offset in a 4 KiB page, and each level above takes the next 3 bits (8 entries a table): PTE index = bits 12–14, PMD = 15–17, PUD = 18–20, PGD = 21–23 (the kernel's `pte_index()`, `pmd_index()`, `pud_index()`, `pgd_index()`).
+
+    Take the address 0x5c5000. Drop the 12 offset bits: 0x5c5 = 0b10‿111‿000‿101. From the right, three bits a level: **PTE 5, PMD 0, PUD 7, PGD 2**. So the walk reads `PGD[2]`, which points to a PUD table, then `PUD[7]` — the hstate level of the toy `BIG` page, where a mainline fault puts its leaf. The PMD and PTE indices are not walked at all: the leaf covers them, and together they give the page within the folio, 0 × 8 + 5 = page 5.
+
+    **Predict**, then check: is 0x5c5000 the address the fault above touched, and does the diagram show those entries?
+    """),
+    code("""
+    print("walk of 0x5c5000:", t.walk_indices(0x5c5000))
+    print("the fault touched", hex(a + 5 * PAGE), "· page of the folio:", p.pagemap(a + 5 * PAGE).index)
+    """),
+    check("""
+    Yes: the mapping starts at 0x5c0000 (the top-down `mmap` placement of this small address space), so `a + 5 * PAGE` is 0x5c5000, and the diagram's process has `PGD[2] → PUD table`, then the leaf in `PUD[7]`. On x86-64 the same recipe takes 9 bits a level: try `hv.X86_64.walk_indices(addr)` on an address of the tour.
+    """),
+    md("""
     ## What HGM changes
 
     The HGM series by James Houghton (RFC v1 in June 2022, v1 on 5 Jan 2023, v2 on 18 Feb 2023) lets a hugetlb page be mapped **in pieces**, by leaves below the hstate level:

@@ -56,3 +56,34 @@ def test_kernel_profiles():
         get_kernel_profile("banana")
     with pytest.raises(TypeError):
         get_kernel_profile(6.2)
+
+
+@pytest.mark.parametrize("name", ["x86_64", "x86_64-5level", "toy"])
+def test_table_index_is_the_cores_walk_index(name):
+    """Geometry.table_index (the Python face of pgd_index()...pte_index()) against the jitted
+    index the core's walks use, at random addresses of the user address space."""
+    import random
+
+    import numpy as np
+
+    from hgmviz import core
+    g = get_geometry(name)
+    garr = np.array([g.page_shift, g.bits_per_level, g.levels, 0], dtype=np.int64)   # as Machine
+    rng = random.Random(7)
+    for _ in range(200):
+        addr = rng.randrange(g.TASK_SIZE)
+        idx = g.walk_indices(addr)
+        assert list(idx) == [g.level_name(lv) for lv in range(g.levels, 0, -1)]
+        # the indices put back together give the page's address
+        page = sum(i << g.level_shift(lv) for lv, i in zip(range(g.levels, 0, -1), idx.values()))
+        assert page == addr & ~(g.PAGE_SIZE - 1)
+        for lv in range(1, g.levels + 1):
+            assert g.table_index(addr, lv) == core.pte_index(garr, np.int64(addr), lv)
+
+
+def test_table_index_bad_input():
+    g = hv.TOY
+    with pytest.raises(ValueError, match="level must be 1 \\(PTE\\) to 4 \\(PGD\\)"):
+        g.table_index(0, 5)
+    with pytest.raises(ValueError, match="addr must be an int"):
+        g.table_index(-1, 1)
