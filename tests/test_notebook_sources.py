@@ -189,3 +189,35 @@ def test_tour_lists_every_chapter():
     text = "\n".join(c.source for c in _read(BUILD.TOUR).cells)
     for ch in BUILD.CHAPTERS:
         assert "](%s)" % ch.file in text, "the tour's contents miss %s" % ch.file
+
+
+# ------------------------------------------------------------------------------------------
+# the README's list of notebooks, with Binder links
+# ------------------------------------------------------------------------------------------
+def test_readme_lists_every_notebook_as_build_py_generates_it():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert readme.count(BUILD.README_START) == 1 and readme.count(BUILD.README_END) == 1
+    assert BUILD.readme_with_notebooks(readme) == readme, (
+        "README.md's notebook table differs from notebooks/build.py: run python notebooks/build.py")
+    table = readme[readme.index(BUILD.README_START):readme.index(BUILD.README_END)]
+    for ch in BUILD.CHAPTERS:
+        assert "](notebooks/%s)" % ch.file in table
+        assert "](notebooks/%s)" % ch.solutions_file in table
+
+
+def test_readme_links_resolve_and_binder_links_open_existing_notebooks():
+    from urllib.parse import parse_qs, unquote, urlparse
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)\s]+)\)", readme)
+    local = [t for t in links if "://" not in t and not t.startswith("#")]
+    assert [t for t in local if not (ROOT / t.split("#")[0]).exists()] == []
+    binder = [t for t in links if t.startswith("https://mybinder.org/v2/")]
+    assert len(binder) == len(BUILD.CHAPTERS) + 3          # badge, tour, chapters, explorer
+    launched = set()
+    for url in binder:
+        u = urlparse(url)
+        assert u.path == "/v2/gh/%s/%s" % (BUILD.BINDER_REPO, BUILD.BINDER_REF), url
+        (labpath,) = parse_qs(u.query)["labpath"]
+        assert (ROOT / unquote(labpath)).is_file(), url
+        launched.add(unquote(labpath))
+    assert {"notebooks/" + ch.file for ch in BUILD.CHAPTERS} <= launched
