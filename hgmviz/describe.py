@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import re
 
+from .geometry import _fmt_size
 from .ops import Outcome
 
 __all__ = ["fmt_size", "fmt_addr", "op_label", "classify"]
 
 
-def fmt_size(n: int) -> str:
-    """``4096`` → ``"4 KiB"``; sizes that are not whole KiB stay in bytes."""
-    n = int(n)
-    for unit, sh in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << sh and n % (1 << sh) == 0:
-            return "%d %s" % (n >> sh, unit)
-    return "%d B" % n
+fmt_size = _fmt_size          # one size format for every layer (hgmviz.geometry)
 
 
 def fmt_addr(a) -> str:

@@ -77,10 +77,13 @@ class Hstate:
 
 
 def _fmt_size(n: int) -> str:
+    """``4096`` → ``"4 KiB"``, ``16773120`` → ``"16,380 KiB"``: the largest binary unit that
+    divides ``n``; sizes that are not whole KiB stay in bytes."""
+    n = int(n)
     for unit, sh in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
         if n >= 1 << sh and n % (1 << sh) == 0:
-            return "%d %s" % (n >> sh, unit)
-    return "%d B" % n
+            return "%s %s" % (format(n >> sh, ","), unit)
+    return "%s B" % format(n, ",")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ Everything is integer arithmetic on Python ints: no loop, no floating point.
 """
 from __future__ import annotations
 
-from .geometry import get_geometry, get_kernel_profile
+from .geometry import _fmt_size, get_geometry, get_kernel_profile
 
 __all__ = ["overflow_math", "GUARD_NAMES", "MAX_MAP_COUNT"]
 
@@ -49,11 +49,7 @@ GUARD_NAMES = (None, "int_max_half", "sign")
 MAX_MAP_COUNT = 65530
 
 
-def _fmt(n: int) -> str:
-    for unit, sh in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << sh and n % (1 << sh) == 0:
-            return "%d %s" % (n >> sh, unit)
-    return "%d B" % n
+_fmt = _fmt_size
 
 
 def _wrap(x: int, bits: int) -> int:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from .geometry import get_geometry, get_kernel_profile
+from .geometry import _fmt_size, get_geometry, get_kernel_profile
 
 __all__ = ["vmemmap_cost", "vmemmap_machine_cost", "STRUCT_PAGE_SIZE", "hvo_reserved_pages"]
 
@@ -44,11 +44,7 @@ __all__ = ["vmemmap_cost", "vmemmap_machine_cost", "STRUCT_PAGE_SIZE", "hvo_rese
 STRUCT_PAGE_SIZE = 64
 
 
-def _fmt(n: int) -> str:
-    for unit, sh in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << sh and n % (1 << sh) == 0:
-            return "%d %s" % (n >> sh, unit)
-    return "%d B" % n
+_fmt = _fmt_size
 
 
 def _check_bool(name, value):

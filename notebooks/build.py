@@ -185,6 +185,8 @@ TOUR_CELLS = [
     print("page_mapcount(1), what /proc/kpagecount shows for page 1:", folio.page_mapcount(1))
     """),
     md("""
+    Two references: one held by the page cache, which keeps the page for the file, and one by the PMD entry that maps it (`folio_get()` in the fault). One mapcount: one entry maps the folio, and every page of it reports that. Chapter 1 takes these apart.
+
     ## Reading the diagrams
 
     `hv.draw(m)` draws the machine; `hv.draw(m, before=snapshot)` also marks what changed since `snapshot = m.snapshot()` was taken. How to read it:
@@ -227,7 +229,7 @@ TOUR_CELLS = [
 
     Open [the explorer](explorer-demo.ipynb), or run `hv.explore()` in any notebook. Pick a process, a VMA, an address and a length, then press an operation — `touch`, `UFFDIO_CONTINUE`, `MADV_SPLIT`, `MADV_COLLAPSE`, `fork`, … (each button's tooltip names the kernel path it takes): the diagram, the folio counters and the log of kernel calls are redrawn together. The controls snap addresses and lengths to what the VMA can be mapped at; a toggle lets you type illegal values and see the kernel's error. Change the scheme, the guard or the error policy to replay the same clicks under other rules; *Undo* goes back one step, exactly.
 
-    `hgmviz.widgets.compare()` runs every click under several schemes side by side, and `hv.explore(scenario=name)` opens one of the shipped scenarios (`hgmviz.scenarios.list_scenarios()`). The chapters drive the same machine from short cells, as above, so that every step can be read and re-run.
+    `hv.compare()` runs every click under several schemes side by side, and `hv.explore(scenario=name)` opens one of the shipped scenarios (`hgmviz.scenarios.list_scenarios()`). The chapters drive the same machine from short cells, as above, so that every step can be read and re-run.
     """),
     # The contents and the ways on are generated (see tour_contents below).
 ]

@@ -87,3 +87,12 @@ def test_table_index_bad_input():
         g.table_index(0, 5)
     with pytest.raises(ValueError, match="addr must be an int"):
         g.table_index(-1, 1)
+
+
+def test_fmt_size_units_and_thousands():
+    from hgmviz.describe import fmt_size
+    from hgmviz.render.scene import fmt_size as scene_fmt
+    cases = {4096: "4 KiB", 2 << 20: "2 MiB", 1 << 30: "1 GiB", (1 << 30) - (2 << 20): "1,022 MiB",
+             16380 << 10: "16,380 KiB", 1000: "1,000 B", 3: "3 B", 0: "0 B"}
+    for n, text in cases.items():
+        assert hv.X86_64.fmt_size(n) == fmt_size(n) == scene_fmt(n) == text

@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core import EV_CLEAR, EV_SET, EVENT_NAMES
+from ..geometry import _fmt_size as fmt_size
 from .view import StateView
 
 __all__ = ["Row", "Line", "Strip", "Node", "Edge", "Cluster", "Scene", "build_scene",
@@ -188,11 +189,6 @@ class Scene:
 # =========================================================================================
 # Formatting helpers
 # =========================================================================================
-def fmt_size(n: int) -> str:
-    for unit, sh in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << sh and n % (1 << sh) == 0:
-            return "%d %s" % (n >> sh, unit)
-    return "%d B" % n
 
 
 def _ranges(ids, cap=4) -> str:
