@@ -1401,7 +1401,7 @@ CH06 = [
     for s, w in worlds.items():
         folio = w.files["f"].folio_at(0)
         print(f"{s:15} page_mapcount of pages 0, 1, 2: {[folio.page_mapcount(i) for i in range(3)]}"
-              f"   smaps: {w.procs['p'].smaps_hugetlb(w.addrs['a'])}")
+              f"   smaps (kB): {w.procs['p'].smaps_hugetlb(w.addrs['a'])}")
     """),
     code("hv.draw_compare([w.machine for w in worlds.values()])"),
     md("""
@@ -1550,6 +1550,7 @@ CH07 = [
     code("""
     import hgmviz as hv
     from hgmviz import ops
+    from hgmviz.describe import op_label
     """),
     TOY_SIZES,
     md("""
@@ -1589,7 +1590,7 @@ CH07 = [
     folio = w.files["f"].folio_at(0)
     for op in pieces + [ops.Madvise("p", "a", BIG, "MADV_COLLAPSE"), ops.Munmap("p", "a", BIG)]:
         out = ops.run_step(w, op)
-        print(f"{type(op).__name__:16} {out.status:3} refcount {folio.refcount} "
+        print(f"{op_label(op):36} {out.status:3} refcount {folio.refcount} "
               f"mapcount {folio.entire_mapcount}")
     """),
     md("""
