@@ -172,11 +172,14 @@ CHAPTERS = [c for c in BUILD.CHAPTERS if c.solutions]
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.file for c in CHAPTERS])
 def test_chapter_anatomy(chapter):
-    """A promise, learning goals, predict-run-check answers in <details>, a quote of the thread
-    with its author and date, a summary, exercises, and a solutions notebook."""
+    """A promise, 2-4 learning goals, a worked example, predict-run-check answers in <details>, a
+    quote of the thread with its author and date, a summary, exercises, and a solutions notebook."""
     text = "\n".join(c.source for c in _read(chapter.file).cells if c.cell_type == "markdown")
     assert "*Promise:" in text
     assert "Learning goals" in text
+    goals = re.search(r"Learning goals:\n((?:\d\. .*\n?)+)", text)
+    assert goals and 2 <= len(goals.group(1).strip().splitlines()) <= 4, "2 to 4 learning goals"
+    assert "## Worked example" in text, "no worked example by hand"
     assert "**Predict" in text and "<details>" in text
     assert "## Summary" in text and "## Exercises" in text
     authors = {author for _, author, _ in BUILD.MAILS.values()}
