@@ -6,11 +6,17 @@ import re
 
 from .geometry import _fmt_size
 from .ops import Outcome
+from .schemes.base import UPDATE_KINDS
 
-__all__ = ["fmt_size", "fmt_addr", "op_label", "classify"]
+__all__ = ["fmt_size", "fmt_addr", "op_label", "classify", "UPDATE_LABELS"]
 
 
 fmt_size = _fmt_size          # one size format for every layer (hgmviz.geometry)
+
+# How views name each kind of ``Machine.last_counter_updates``: the field each update writes.
+UPDATE_LABELS = {"refcount": "_refcount", "entire_mapcount": "_entire_mapcount",
+                 "subpage_mapcount": "subpage _mapcount", "metadata": "metadata counts"}
+assert tuple(UPDATE_LABELS) == UPDATE_KINDS
 
 
 def fmt_addr(a) -> str:

@@ -42,7 +42,7 @@ from .scenarios import (Scenario, ScenarioError, format_size, list_scenarios, re
                         scenario_path, session_from_scenario)
 from .schemes import SCHEMES
 from .session import InvalidOperation, Session
-from .describe import classify, op_label
+from .describe import UPDATE_LABELS, classify, op_label
 
 __all__ = ["explain", "build_explainer", "select_steps", "parse_steps", "Explainer",
            "ExplainedStep", "CounterRow",
@@ -200,6 +200,9 @@ def _fallback_watch(s: Session, limit: int = 4) -> tuple:
     return tuple(out[:limit])
 
 
+_UPDATES = "updates"
+
+
 def _counter_values(s: Session, fallback: bool) -> dict:
     """``{(watch key or pool, field): (group, name, {scheme: (text, wrapped)})}``, in
     display order; a watched offset without a folio under any scheme is one group line."""
@@ -242,6 +245,14 @@ def _counter_values(s: Session, fallback: bool) -> dict:
         for name in ("HugePages_Total", "HugePages_Free", "HugePages_Rsvd"):
             out[(size, name)] = ("%s pool" % format_size(size), name,
                                  {sc: (_num(mi[sc][size][name]), False) for sc in s.schemes})
+    # the work behind the step's net change (Machine.last_counter_updates): not marked, since
+    # it is the step's own count, not a value that changed
+    upd = {sc: s.machines[sc].last_counter_updates for sc in s.schemes}
+    for kind in UPDATE_LABELS:              # in UPDATE_KINDS' order
+        if kind == "metadata" and not any(upd[sc][kind] for sc in s.schemes):
+            continue
+        out[(_UPDATES, kind)] = ("counter updates in this step", UPDATE_LABELS[kind],
+                                 {sc: (_num(upd[sc][kind]), False) for sc in s.schemes})
     return out
 
 
@@ -254,7 +265,8 @@ def _counter_rows(now: dict, prev: dict) -> tuple:
         out = []
         for sc, (text, wrapped) in cells.items():
             was = old.get(sc, ("-", False))[0]
-            out.append((sc, text, "!" if wrapped else ("~" if was != text else "")))
+            changed = was != text and key[0] != _UPDATES
+            out.append((sc, text, "!" if wrapped else ("~" if changed else "")))
         rows.append(CounterRow(group, name, tuple(out)))
     return tuple(rows)
 

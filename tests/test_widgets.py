@@ -497,3 +497,32 @@ def test_counters_without_a_watch_list_show_the_page_cache():
     s.apply(MemfdCreate("f", 2 << 15, 1 << 15))
     s.apply(Fallocate("f", 1 << 15, 1 << 15))
     assert watched(s) == (("f", 1 << 15),)
+
+
+def updates_row(ex, label) -> list:
+    """The numbers of one "last step: counter updates" row, one per scheme."""
+    row = re.search(r"<code>%s</code></td>(.*?)</tr>" % re.escape(label), ex.counters.value).group(1)
+    return [int(text(t).replace(",", "")) for t in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+
+
+def test_counters_show_the_last_steps_counter_updates_and_follow_undo():
+    ex = compare(geometry="toy", schemes=("per_piece", "thp_like", "hstate_present"))
+    hgm_ready(ex)
+    for off in (0, KIB4):                           # two 4 KiB pieces
+        ex.w_addr.value = off
+        ex.buttons["continue"].click()
+        assert ex.session.last.ok
+    assert "last step:" in ex.counters.value
+    assert updates_row(ex, "_refcount") == [1, 1, 0]         # hstate_present: entry present already
+    assert updates_row(ex, "subpage _mapcount") == [0, 1, 0]
+    ex.w_addr.value = 0
+    ex.w_len.value = TOY_HP
+    ex.buttons["collapse"].click()                  # 2 leaves cleared, one 256 KiB leaf set
+    assert ex.session.last.ok
+    assert updates_row(ex, "_refcount") == [3, 3, 0]
+    assert updates_row(ex, "_entire_mapcount") == [3, 1, 0]
+    assert updates_row(ex, "subpage _mapcount") == [0, 2, 0]
+    assert "metadata counts" not in ex.counters.value
+    ex.b_undo.click()
+    assert updates_row(ex, "_refcount") == [1, 1, 0]
+    assert updates_row(ex, "subpage _mapcount") == [0, 1, 0]

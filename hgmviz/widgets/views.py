@@ -10,7 +10,8 @@ import html
 import re
 
 from ..comparison import folio_counters
-from ..describe import classify, fmt_addr, fmt_size, op_label  # noqa: F401 (re-exported)
+from ..describe import UPDATE_LABELS, classify, fmt_addr, fmt_size, op_label  # noqa: F401
+from ..schemes.base import UPDATE_KINDS
 
 __all__ = ["fmt_size", "fmt_addr", "op_label", "classify", "svg_html", "counters_html",
            "log_html", "watched", "counters_rows", "RESULT_TAGS"]
@@ -154,6 +155,15 @@ def counters_html(session, watch, previous=None) -> tuple:
                      if k == 0 else "")
             lines.append("<tr>%s<td><code>%s</code></td>%s</tr>" % (first, name,
                                                                     "".join(cells)))
+    # the work behind the last step's net change (Machine.last_counter_updates)
+    upd = {s: session.machines[s].last_counter_updates for s in schemes}
+    kinds = [k for k in UPDATE_KINDS if k != "metadata" or any(upd[s][k] for s in schemes)]
+    for k, kind in enumerate(kinds):
+        first = ('<th scope="row" rowspan="%d">last step:<br>counter updates</th>' % len(kinds)
+                 if k == 0 else "")
+        lines.append("<tr>%s<td><code>%s</code></td>%s</tr>" % (
+            first, UPDATE_LABELS[kind], "".join("<td>%s</td>" % format(upd[s][kind], ",")
+                                                for s in schemes)))
     lines.append("</table>")
     return "\n".join(lines), values
 
