@@ -2250,7 +2250,7 @@ CH10 = [
     print(format_summary(report))
     """),
     md("""
-    The two fork scenarios, kernel and simulator side by side (without root the kernel column says why it did not run):
+    The two fork scenarios, kernel and simulator side by side (without root the kernel column says `(not run)`, the reason follows the table, and the simulator's predictions are there all the same):
     """),
     code("""
     print(format_report(report, scenarios=["fork_shared_lazy", "fork_uffd_wp_event_fork"]))

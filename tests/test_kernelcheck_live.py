@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import os
 import signal
 import subprocess
@@ -385,12 +386,24 @@ def test_format_summary_has_one_line_per_scenario_and_the_totals(monkeypatch):
     assert lines[-1].startswith("2 of 2 scenarios agree; disagree: 0; could not run: 0")
 
 
-def test_format_summary_says_why_a_scenario_did_not_run(monkeypatch):
-    from hgmviz.kernelcheck.cli import format_report, format_summary
-    report = _fake_report(monkeypatch, ["fault"], kernel_reason="needs root")
-    assert "not run: needs root" in format_summary(report)
-    assert format_summary(report).splitlines()[-1].startswith("0 of 1 scenarios agree")
-    assert "needs root" in format_report(report, scenarios=["fault"])
+def test_without_the_kernel_the_report_still_shows_the_simulators_predictions(monkeypatch):
+    from hgmviz.kernelcheck.cli import format_prediction, format_report, format_summary
+    from hgmviz.kernelcheck.runner import SimWorld
+    report = _fake_report(monkeypatch, ["fault", "child_exit"], kernel_reason="needs root")
+    summary = format_summary(report)
+    assert re.search(r"^fault\s+%d\s+not run \(1\)" % len(get_scenario("fault").steps), summary,
+                     flags=re.M)
+    assert "(1) every scenario — needs root" in summary
+    assert summary.splitlines()[-1].startswith("0 of 2 scenarios agree; disagree: 0; could not run: 2")
+    assert report["exit_code"] == 2 and report["summary"]["not_run"] == ["fault", "child_exit"]
+    text = format_report(report, scenarios=["child_exit"])
+    run = run_scenario(SimWorld(), get_scenario("child_exit"))
+    for res in run.steps:                       # every step: kernel not run, the prediction
+        line = next(ln for ln in text.splitlines() if "%d. %s" % (res.index, res.description) in ln)
+        assert "(not run)" in line and fmt_step(res) in line and line.rstrip().endswith("skip")
+    assert "child_exit: needs root" in text
+    assert text.splitlines()[-1].startswith("0 of 2 scenarios agree; could not run: every scenario")
+    assert fmt_step(run.steps[-1]) in format_prediction("child_exit")
 
 
 def test_format_report_can_show_some_scenarios_and_names_the_unknown(monkeypatch):

@@ -47,8 +47,13 @@ def run_check(names=None, against: str = "simulator", touch: str = "vm") -> dict
     t0 = time.monotonic()
     for sc in scenarios:
         krun = run_scenario(live, sc)
-        if krun.status == "skipped":      # nothing to compare: say why, once
-            srun = None
+        srun = run_scenario(sim, sc) if krun.status == "skipped" and sim is not None else None
+        if srun is not None and srun.status == "ran":
+            # nothing to compare, but the simulator's predictions are still worth showing (a
+            # student without root, on Binder say); the reason is said once, below the table
+            rows = [Row(sc.name, res.index, res.description, "(not run)", fmt_step(res), False,
+                        [("status", "skipped: %s" % krun.reason, "ran")]) for res in srun.steps]
+        elif krun.status == "skipped":
             rows = [Row(sc.name, 0, "(scenario)", "skipped (see below)", "(not run)",
                         False, [("status", "skipped: %s" % krun.reason, "not run")])]
         elif sim is not None:
@@ -145,7 +150,8 @@ def format_report(report: dict, verbose: bool = False, scenarios=None) -> str:
     lines.append("%d of %d scenarios agree%s%s (%.1f s)" % (
         s["agree"], s["scenarios"],
         "; disagree: " + ", ".join(s["disagree"]) if s["disagree"] else "",
-        "; could not run: " + ", ".join(s["not_run"]) if s["not_run"] else "",
+        "; could not run: " + ("every scenario" if len(s["not_run"]) == s["scenarios"] > 1
+                               else ", ".join(s["not_run"])) if s["not_run"] else "",
         report["seconds"]))
     return "\n".join(lines)
 
@@ -153,20 +159,24 @@ def format_report(report: dict, verbose: bool = False, scenarios=None) -> str:
 def format_summary(report: dict) -> str:
     """One line per scenario: its name, its steps, whether kernel and simulator agree (or why
     it could not run), and its title; then the totals."""
-    rows = []
+    rows, reasons = [], {}
     for sc in report["scenarios"]:
         if sc["could_not_run"]:
             why = sc["kernel"]["reason"] or (sc["simulator"] or {}).get("reason", "")
-            verdict = "not run: " + why
+            reasons.setdefault(why, []).append(sc["name"])
+            verdict = "not run (%d)" % (list(reasons).index(why) + 1)
         else:
             verdict = "agree" if sc["agree"] else "DISAGREE"
-        steps = sum(1 for r in sc["rows"] if r["step"])
-        rows.append([sc["name"], str(steps), verdict if len(verdict) < 48 else verdict[:45] + "...",
-                     sc["title"]])
+        steps = len(get_scenario(sc["name"]).steps)
+        rows.append([sc["name"], str(steps), verdict, sc["title"]])
     s = report["summary"]
-    return "%s\n\n%d of %d scenarios agree; disagree: %d; could not run: %d (%.1f s)" % (
+    notes = ["(%d) %s — %s" % (i + 1, "every scenario" if len(names) == len(rows)
+                                else ", ".join(names), why)
+             for i, (why, names) in enumerate(reasons.items())]
+    return "%s\n\n%s%d of %d scenarios agree; disagree: %d; could not run: %d (%.1f s)" % (
         _table(rows, ["scenario", "steps", "kernel vs simulator", "what it checks"]),
-        s["agree"], s["scenarios"], len(s["disagree"]), len(s["not_run"]), report["seconds"])
+        "".join(n + "\n" for n in notes), s["agree"], s["scenarios"], len(s["disagree"]),
+        len(s["not_run"]), report["seconds"])
 
 
 def format_prediction(name: str, kernel: str = "running") -> str:
