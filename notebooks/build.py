@@ -24,6 +24,7 @@ from urllib.parse import quote as _urlquote
 
 HERE = Path(__file__).resolve().parent
 TOUR = "00-tour.ipynb"
+GLOSSARY = "../docs/glossary.md"          # from notebooks/
 SOLUTIONS_DIR = "solutions"
 
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
@@ -2372,7 +2373,7 @@ def chapter_nav(i: int, bottom: bool) -> str:
     ch = CHAPTERS[i]
     prev = _link("← " + CHAPTERS[i - 1].label, CHAPTERS[i - 1].file) if i else \
         _link("← Tour", TOUR)
-    parts = [prev, _link("Contents", TOUR + "#Contents")]
+    parts = [prev, _link("Contents", TOUR + "#Contents"), _link("Glossary", GLOSSARY)]
     if bottom and ch.solutions:
         parts.append(_link("Solutions", ch.solutions_file))
     if i + 1 < len(CHAPTERS):
@@ -2385,7 +2386,7 @@ def solution_nav(ch: Chapter) -> str:
     with_solutions = [c for c in CHAPTERS if c.solutions]
     j = with_solutions.index(ch)
     parts = [_link("← Back to chapter %d" % ch.number, "../" + ch.file),
-             _link("Contents", "../" + TOUR + "#Contents")]
+             _link("Contents", "../" + TOUR + "#Contents"), _link("Glossary", "../" + GLOSSARY)]
     if j + 1 < len(with_solutions):
         nxt = with_solutions[j + 1]
         parts.append(_link("Solutions %d →" % nxt.number, "../" + nxt.solutions_file))
@@ -2394,9 +2395,12 @@ def solution_nav(ch: Chapter) -> str:
 
 def tour_nav(bottom: bool) -> str:
     first = CHAPTERS[0]
+    glossary = _link("Glossary", GLOSSARY)
     if bottom:
-        return "[Contents](#Contents) · " + _link("Start: " + first.label + " →", first.file)
-    return "**hgmviz notebooks** · [Contents](#Contents) · " + _link(first.label + " →", first.file)
+        return "[Contents](#Contents) · %s · %s" % (glossary, _link("Start: " + first.label + " →",
+                                                                 first.file))
+    return "**hgmviz notebooks** · [Contents](#Contents) · %s · %s" % (
+        glossary, _link(first.label + " →", first.file))
 
 
 def tour_contents():
@@ -2406,7 +2410,7 @@ def tour_contents():
         md("""
         ## Where to go next
 
-        Start with chapter 1, or jump to the design point you care about: every chapter stands on its own after its set-up cells. Each has exercises, with worked solutions in the `solutions/` folder (linked at the bottom of each chapter). The thread itself is worth reading alongside: each chapter quotes the mails that decided it, with links to lore.kernel.org.
+        Start with chapter 1, or jump to the design point you care about: every chapter stands on its own after its set-up cells. New to the words? The [glossary](../docs/glossary.md) says what each means in the kernel. Each has exercises, with worked solutions in the `solutions/` folder (linked at the bottom of each chapter). The thread itself is worth reading alongside: each chapter quotes the mails that decided it, with links to lore.kernel.org.
 
         For teachers: `hgmviz homework -s SEED` (or `hgmviz.teach.homework(SEED)`) prints a seeded problem about the counters, and `-c` its answers; the same seed always gives the same problem.
         """),

@@ -224,3 +224,15 @@ def test_readme_links_resolve_and_binder_links_open_existing_notebooks():
         assert (ROOT / unquote(labpath)).is_file(), url
         launched.add(unquote(labpath))
     assert {"notebooks/" + ch.file for ch in BUILD.CHAPTERS} <= launched
+
+
+def test_glossary_links_resolve_and_names_every_scheme():
+    from hgmviz.schemes import SCHEMES
+    path = ROOT / "docs" / "glossary.md"
+    text = path.read_text(encoding="utf-8")
+    targets = [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t]
+    assert targets and all((path.parent / t.split("#")[0]).exists() for t in targets)
+    schemes = text[text.index("## The schemes"):]
+    assert set(re.findall(r"^\*\*(\w+)\*\* —", schemes, flags=re.M)) == set(SCHEMES)
+    tour = "\n".join(c.source for c in _read(BUILD.TOUR).cells)
+    assert "](%s)" % BUILD.GLOSSARY in tour
