@@ -1,11 +1,16 @@
 """Layer 2 (beside mm): the audit — recompute every counter from the page tables and the page cache.
 
-Two checks:
+Three checks:
 
 * **structure**: every page-table page's ``tcount`` equals its non-none entries; free pages
   are zero; a PMD page's share count equals the number of PUD entries pointing at it minus
   one; every used page is reachable from a live process's PGD; no folio is both free and
   mapped or cached.
+* **leaves**: every present leaf is no larger than its VMA's hstate (``mfill_atomic_hugetlb()``
+  and HGM's walk map at most ``vma_hpagesize``), is aligned to its size, and maps exactly the
+  pages the page cache holds at the file offset its address stands for
+  (``linear_page_index()``: ``vm_pgoff`` + the offset into the VMA) — a shared mapping of a
+  hugetlbfs file can map nothing else.
 * **counters**: the present leaves (each page-table page counted once, however many
   processes share it) and the page-cache contents are replayed as events into a fresh copy
   of the machine's scheme, with no guard; its counters must equal the live ones.  A scheme
@@ -61,11 +66,76 @@ def _structure(m) -> list:
     return problems
 
 
-def replay_events(m) -> dict:
-    """The events that rebuild every counter from scratch: page cache, then present leaves,
-    then present hstate-level entries."""
+def present_leaves(m) -> list:
+    """``[(mm, vma, addrs, shifts, pfns)]``: the present leaves of every VMA of every live
+    process, each page-table page reported once however many VMAs share it (the first VMA
+    that reaches a shared PMD page reports its leaves)."""
+    pt = m.pt
+    seen = np.zeros(pt.capacity, dtype=np.int32)
+    walker = 0
+    out = []
+    for mm in m._mms.values():
+        if not mm.alive:
+            continue
+        for v in mm.vmas:
+            walker += 1          # each VMA walks on its own: a PMD page shared between two
+            n = (v.end - v.start) >> m.geometry.page_shift   # VMAs, even of one process,
+            cap = max(16, n)                                 # is counted once
+            while True:
+                oa = np.zeros(cap, np.int64)
+                osh = np.zeros(cap, np.int64)
+                op = np.zeros(cap, np.int64)
+                ot = np.zeros(cap, np.int64)
+                k = core.collect_leaves(pt.P, m._g, mm.pgd, v.start, v.end, seen, walker,
+                                        oa, osh, op, ot)
+                if k >= 0:
+                    break
+                cap *= 2
+            out.append((mm, v, oa[:k], osh[:k], op[:k]))
+    return out
+
+
+def _leaves(m, leaves) -> list:
+    g = m.geometry
+    problems = []
+    for mm, v, oa, osh, op in leaves:
+        h = m._hstate_of(v)
+        st = m._files[v.file]
+        where = "process %d, VMA %#x-%#x" % (mm.pid, v.start, v.end)
+        big = np.flatnonzero(osh > h.shift)
+        for j in big[:3]:
+            problems.append("%s: a %s leaf at %#x is larger than the VMA's %s hstate"
+                            % (where, g.fmt_size(1 << int(osh[j])), int(oa[j]),
+                               g.fmt_size(h.size)))
+        size = np.int64(1) << osh
+        bad = np.flatnonzero((oa & (size - 1)) != 0)
+        for j in bad[:3]:
+            problems.append("%s: the %s leaf at %#x is not aligned to its size"
+                            % (where, g.fmt_size(int(size[j])), int(oa[j])))
+        off = (np.int64(v.pgoff) << g.page_shift) + (oa - v.start)      # linear_page_index
+        idx = off >> h.shift
+        pc = st.pc if st.pc.size else np.full(1, -1, dtype=np.int64)
+        folio = np.where(idx < st.pc.size, pc[np.minimum(idx, pc.size - 1)], -1)
+        want = np.where(folio >= 0, m._folio_pfn[np.maximum(folio, 0)], -1) + \
+            ((off & (h.size - 1)) >> g.page_shift)
+        for j in np.flatnonzero(folio < 0)[:3]:
+            problems.append("%s: the leaf at %#x maps pfn %#x, but file offset %#x is not in "
+                            "the page cache" % (where, int(oa[j]), int(op[j]), int(off[j])))
+        for j in np.flatnonzero((folio >= 0) & (op != want))[:3]:
+            problems.append("%s: the leaf at %#x maps pfn %#x; the page cache holds pfn %#x "
+                            "at file offset %#x" % (where, int(oa[j]), int(op[j]),
+                                                    int(want[j]), int(off[j])))
+    return problems
+
+
+def replay_events(m, leaves=None) -> dict:
+    """The events that rebuild every counter from scratch: page cache, then present leaves
+    (``leaves``: :func:`present_leaves`, walked here if not given), then present
+    hstate-level entries."""
     g = m.geometry
     pt = m.pt
+    if leaves is None:
+        leaves = present_leaves(m)
     kinds, mms, addrs, shifts, counts, pfns, folios = [], [], [], [], [], [], []
 
     def add(k, mm, addr, shift, count, pfn, folio):
@@ -85,47 +155,29 @@ def replay_events(m) -> dict:
             add(core.EV_FOLIO_ALLOC, -1, 0, h.shift, 1, pfn, f)
             add(core.EV_PAGECACHE_ADD, -1, 0, h.shift,
                 m.kernel.pagecache_refs(h.pages_per_huge_page()), pfn, f)
-    seen = np.zeros(pt.capacity, dtype=np.int32)
     seen_entries = set()
-    walker = 0
-    for mm in m._mms.values():
-        if not mm.alive:
-            continue
-        for v in mm.vmas:
-            walker += 1          # each VMA walks on its own: a PMD page shared between two
-            h = m._hstate_of(v)  # VMAs, even of one process, is counted once
-            n = (v.end - v.start) >> g.page_shift
-            cap = max(16, n)
-            while True:
-                oa = np.zeros(cap, np.int64)
-                osh = np.zeros(cap, np.int64)
-                op = np.zeros(cap, np.int64)
-                ot = np.zeros(cap, np.int64)
-                k = core.collect_leaves(pt.P, m._g, mm.pgd, v.start, v.end, seen, walker,
-                                        oa, osh, op, ot)
-                if k >= 0:
-                    break
-                cap *= 2
-            for j in range(k):
-                pfn = int(op[j])
-                f = int(core.pfn_to_folio(m._fl, pfn))
-                add(core.EV_SET, mm.pid, int(oa[j]), int(osh[j]), 1, pfn, f)
-            # hstate-level entries present (as leaf or as table)
-            for a in range(v.start, v.end, 1 << h.shift):
-                t, i, lvl = core.hugetlb_full_walk(pt.P, m._g, mm.pgd, a, h.level)
-                if lvl != h.level:
-                    continue
-                val = int(pt.ent[t, i])
-                if val == 0:
-                    continue
-                if val & 1:
-                    f = int(core.pfn_to_folio(m._fl, val >> 1))
-                else:
-                    f = int(pt.tfolio[val >> 1])
-                if (int(t), int(i)) in seen_entries:      # a shared PMD page: once
-                    continue
-                seen_entries.add((int(t), int(i)))
-                add(core.EV_HSTATE_POPULATED, mm.pid, a, h.shift, 1, int(m._folio_pfn[f]), f)
+    for mm, v, oa, osh, op in leaves:
+        h = m._hstate_of(v)
+        for j in range(oa.size):
+            pfn = int(op[j])
+            f = int(core.pfn_to_folio(m._fl, pfn))
+            add(core.EV_SET, mm.pid, int(oa[j]), int(osh[j]), 1, pfn, f)
+        # hstate-level entries present (as leaf or as table)
+        for a in range(v.start, v.end, 1 << h.shift):
+            t, i, lvl = core.hugetlb_full_walk(pt.P, m._g, mm.pgd, a, h.level)
+            if lvl != h.level:
+                continue
+            val = int(pt.ent[t, i])
+            if val == 0:
+                continue
+            if val & 1:
+                f = int(core.pfn_to_folio(m._fl, val >> 1))
+            else:
+                f = int(pt.tfolio[val >> 1])
+            if (int(t), int(i)) in seen_entries:      # a shared PMD page: once
+                continue
+            seen_entries.add((int(t), int(i)))
+            add(core.EV_HSTATE_POPULATED, mm.pid, a, h.shift, 1, int(m._folio_pfn[f]), f)
     return {"kind": np.array(kinds, np.int8), "mm": np.array(mms, np.int32),
             "addr": np.array(addrs, np.int64), "shift": np.array(shifts, np.int8),
             "count": np.array(counts, np.int64), "pfn": np.array(pfns, np.int64),
@@ -135,8 +187,10 @@ def replay_events(m) -> dict:
 def audit(m) -> list:
     """All inconsistencies between the machine's counters and its page tables (empty: none)."""
     problems = _structure(m)
+    leaves = present_leaves(m)
+    problems += _leaves(m, leaves)
     fresh = m.scheme.fresh()
-    ev = replay_events(m)
+    ev = replay_events(m, leaves)
     fresh.commit(fresh.admit(ev))
     for k, live in m.scheme.counters.items():
         if k in ("wrapped", "peak"):

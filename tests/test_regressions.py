@@ -301,3 +301,44 @@ def test_uffdio_continue_batch_piece_larger_than_the_hugepage(scheme):
     assert (info.value.mapped, info.value.cause.errno) == (hs, errno.EFAULT)
     assert p.pagemap(a).size == hs
     assert p.pagemap(a + hs) is None
+
+
+# --- the audit's leaf check (it missed the leaf spanning eight folios above) ------------------
+def _leaf_slot(m, proc, addr, level):
+    from hgmviz import core
+    t, i, lvl = core.hugetlb_full_walk(m.pt.P, m._g, m._mm(proc).pgd, addr, level)
+    assert lvl == level
+    return int(t), int(i)
+
+
+def test_audit_reports_a_leaf_that_maps_another_page_than_the_page_cache():
+    from hgmviz import core
+    m = hv.Machine(nr_hugepages={MIB2: 2})
+    f = m.memfd_create(size=2 * MIB2, hstate=MIB2)
+    p = m.spawn()
+    a = p.mmap(f, 2 * MIB2)
+    p.touch(a)
+    p.touch(a + MIB2)
+    assert m.audit() == []
+    t, i = _leaf_slot(m, p, a, 2)
+    other = f.folio_at(MIB2).pfn                       # the second hugepage's pfn, at index 0
+    m.pt.ent[t, i] = core.mk_leaf(other)
+    problems = m.audit()
+    assert any("maps pfn %#x; the page cache holds pfn %#x at file offset 0x0"
+               % (other, f.folio_at(0).pfn) in msg for msg in problems), problems
+
+
+def test_audit_reports_a_leaf_larger_than_the_hstate():
+    from hgmviz import core
+    hs, pud = 32 << 10, 256 << 10
+    m = hv.Machine(nr_hugepages={hs: 8}, geometry="toy")
+    f = m.memfd_create(size=pud, hstate=hs)
+    f.fallocate(0, hs)
+    p = m.spawn()
+    a = p.mmap(f, pud, addr=0x40000, noreserve=True)
+    p.touch(a)
+    t, i = _leaf_slot(m, p, a, 3)                      # the PUD entry above the PMD table
+    m.pt.ent[t, i] = core.mk_leaf(f.folio_at(0).pfn)   # one 256 KiB leaf: eight hugepages
+    problems = m.audit()
+    assert any("a 256 KiB leaf at 0x40000 is larger than the VMA's 32 KiB hstate" in msg
+               for msg in problems), problems
