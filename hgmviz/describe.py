@@ -71,10 +71,6 @@ def op_label(op) -> str:
     return "%s %r" % (word, op)
 
 
-# The machine reports a guard refusal and a wrap in its messages and warnings (ops.Outcome has
-# no structured field for them); these two patterns are the only place that reads them.
-_GUARD_RE = re.compile(r"refcount guard refused|WARN_ON_ONCE\(folio_ref_count")
-_WRAP_RE = re.compile(r"wrapped past INT_MAX")
 _ERRNO_PREFIX = re.compile(r"\[Errno \d+\] ")
 
 
@@ -99,11 +95,11 @@ def classify(outcome: Outcome, kind: str = "", op=None) -> tuple:
     if kind == "skipped" or st == "skipped":
         return "skipped", "skipped: " + outcome.message
     if outcome.ok:
-        if _WRAP_RE.search(warn):
+        if outcome.wrapped:
             return "wrap", "ok — but a refcount WRAPPED: " + warn
         return "ok", "ok" + _returned(op, outcome.value) + ((" — " + warn) if warn else "")
     msg = _ERRNO_PREFIX.sub("", outcome.message)
-    guard = bool(_GUARD_RE.search(msg))
+    guard = outcome.refused
     if st == "EAGAIN":
         # PartialProgress: "mapped N bytes, then: <the cause's message>"
         cause = msg.split("then: ", 1)[-1]

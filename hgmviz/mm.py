@@ -380,10 +380,12 @@ class Machine:
     "running").
 
     After each operation: ``call_path`` (the kernel functions it went through),
-    ``last_events`` (the core's page-table events) and ``last_counter_updates`` (how many
+    ``last_events`` (the core's page-table events), ``last_counter_updates`` (how many
     atomic updates the scheme made to ``_refcount``, the head's ``_entire_mapcount``,
     subpages' ``_mapcount`` and its own metadata: the work behind the net change, e.g. the
-    262,144 subpage decrements of a 1 GiB collapse under ``thp_like``, T19/T20).
+    262,144 subpage decrements of a 1 GiB collapse under ``thp_like``, T19/T20),
+    ``last_refusal`` (the guard's refusal, or None) and ``last_wrapped`` (the folios whose
+    refcount wrapped past INT_MAX in it).
     """
 
     def __init__(self, nr_hugepages=None, geometry="x86_64", scheme="mainline", guard=None,
@@ -449,6 +451,8 @@ class Machine:
         self._empty_share = np.zeros(0, dtype=np.int32)
         self.last_events = self.pt.events()
         self.last_counter_updates = dict.fromkeys(UPDATE_KINDS, 0)
+        self.last_refusal = None          # the SchemeRefusal of the last operation, if a guard refused
+        self.last_wrapped = ()            # folios whose refcount wrapped in the last operation
         self.call_path = []
         self.version = 0
         self._warned_sign = False
@@ -480,6 +484,8 @@ class Machine:
         self._accounted = 0
         self.call_path = []
         self.last_counter_updates = dict.fromkeys(UPDATE_KINDS, 0)
+        self.last_refusal = None
+        self.last_wrapped = ()
         try:
             result = fn(*args)
         except (PartialProgress, StateKept):
@@ -504,6 +510,7 @@ class Machine:
         self.version += 1
         self._in_op = False
         newly = np.flatnonzero(self.scheme.counters["wrapped"] & ~counters_before["wrapped"])
+        self.last_wrapped = tuple(int(f) for f in newly)
         if newly.size:
             warnings.warn("refcount overflow: the refcount of folio(s) %s wrapped past INT_MAX "
                           "(%d); a folio whose refcount wrapped can be freed while it is still "
@@ -559,6 +566,7 @@ class Machine:
             else:
                 result = None
             self._warn_guard(refusal)
+            self.last_refusal = refusal
             return result, refusal
 
     def _warn_guard(self, refusal):

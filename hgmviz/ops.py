@@ -132,7 +132,8 @@ OPERATIONS = {cls.__name__: cls for cls in (
 @dataclass(frozen=True)
 class Outcome:
     """What one step did: ``status`` is "ok", an errno name, "SIGBUS", "SIGSEGV",
-    "userfault" or "EAGAIN" (partial progress: ``mapped`` bytes then ``cause``)."""
+    "userfault" or "EAGAIN" (partial progress: ``mapped`` bytes then ``cause``); ``refused``
+    when a refcount guard refused a reference, ``wrapped`` the folios whose refcount wrapped."""
 
     status: str
     value: Optional[int] = None
@@ -140,6 +141,8 @@ class Outcome:
     mapped: Optional[int] = None
     cause: Optional[str] = None
     warnings: tuple = ()
+    refused: bool = False          # a refcount guard refused a reference (Machine.last_refusal)
+    wrapped: tuple = ()            # folios whose refcount wrapped past INT_MAX in this step
 
     @property
     def ok(self) -> bool:
@@ -198,6 +201,7 @@ def _do(world: World, op):
         m.call_path = ["inject"]
         m.last_events = m.pt.events(m.pt.events()["kind"].size)
         m.last_counter_updates = dict.fromkeys(m.last_counter_updates, 0)
+        m.last_refusal, m.last_wrapped = None, ()
         return None
     if isinstance(op, Mmap):
         a = world.proc(op.proc).mmap(world.file(op.file), op.length, offset=op.offset,
@@ -246,8 +250,9 @@ def run_step(world: World, op) -> Outcome:
             out = Outcome("userfault", None, str(e))
         except OSError as e:
             out = Outcome(_errno.errorcode.get(e.errno, str(e.errno)), None, str(e))
-    if caught:
-        out = dataclasses.replace(out, warnings=tuple(str(w.message) for w in caught))
+    m = world.machine
+    out = dataclasses.replace(out, warnings=tuple(str(w.message) for w in caught),
+                              refused=m.last_refusal is not None, wrapped=tuple(m.last_wrapped))
     return out
 
 

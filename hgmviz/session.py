@@ -103,6 +103,7 @@ def _quiet(m: Machine, call_path=()):
     """A step that ran no kernel code: no events, and the call path given."""
     m.last_events = {k: v[:0] for k, v in m.last_events.items()}
     m.last_counter_updates = dict.fromkeys(m.last_counter_updates, 0)
+    m.last_refusal, m.last_wrapped = None, ()
     m.call_path = list(call_path)
 
 

@@ -122,3 +122,36 @@ def test_session_keeps_each_steps_updates_across_undo_and_redo():
     s.undo()
     assert m.last_counter_updates == ZERO            # UFFDIO_REGISTER touches no counter
     assert np.all(m.scheme.subpage_mapcounts(0) == 0)
+
+
+@pytest.mark.parametrize("guard", [None, "int_max_half", "sign"])
+def test_outcomes_say_when_a_guard_refused_and_which_folios_wrapped(guard):
+    small = hv.TOY.hstates[0].size
+    w = ops.World(hv.Machine(nr_hugepages={small: 1}, geometry="toy", scheme="per_piece",
+                             guard=guard))
+    outs = [ops.run_step(w, op) for op in (ops.MemfdCreate("f", small, small),
+                                           ops.Fallocate("f", 0, small), ops.Spawn("p"))]
+    assert not any(o.refused or o.wrapped for o in outs)
+    seen = []
+    for _ in range(17):
+        for op in (ops.Mmap("p", "f", small, "a"), ops.Madvise("p", "a", small, "MADV_SPLIT"),
+                   ops.UffdioRegister("p", "a", small, "minor"),
+                   ops.UffdioContinueBatch("p", "a", small, K4)):
+            seen.append(ops.run_step(w, op))
+    refused = [o for o in seen if o.refused]
+    wrapped = [o for o in seen if o.wrapped]
+    o = hv.overflow_math(hstate=small, piece=K4, guard=guard, geometry="toy")
+    if guard is None:
+        assert refused == [] and len(wrapped) == 1 and wrapped[0].wrapped == (0,)
+        assert wrapped[0].ok
+    else:
+        # the first refusal comes after o["full_mappings"] full mappings and o["extra_pieces"]
+        # pieces (EAGAIN, mapped, cause ENOMEM); every later mapping is refused at its first
+        # piece, with nothing mapped: the plain error
+        first, later = refused[0], refused[1:]
+        assert (first.status, first.mapped, first.cause) == ("EAGAIN", o["extra_pieces"] * K4,
+                                                             "ENOMEM")
+        assert later and all(r.status == "ENOMEM" and r.mapped is None for r in later)
+        assert bool(first.wrapped) == (guard == "sign")      # the sign check admits the wrap
+        assert not any(r.wrapped for r in later)
+    assert all(not (x.refused or x.wrapped) for x in seen if x.ok and not x.wrapped)

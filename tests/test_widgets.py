@@ -474,10 +474,13 @@ def test_views_classify_every_outcome():
     assert C(O.Outcome("ok"))[0] == "ok"
     assert C(O.Outcome("EINVAL", message="EINVAL: x"))[1] == "EINVAL: x"
     assert C(O.Outcome("SIGBUS", message="SIGBUS at 0x0: VM_FAULT_SIGBUS: the refcount guard "
-                                         "refused folio 0"))[0] == "guard"
-    assert C(O.Outcome("ok", warnings=("refcount overflow: ... wrapped past INT_MAX (127)",))
-             )[0] == "wrap"
+                                         "refused folio 0", refused=True))[0] == "guard"
+    assert C(O.Outcome("SIGBUS", message="SIGBUS at 0x0: pool empty"))[0] == "SIGBUS"
+    assert C(O.Outcome("ok", warnings=("refcount overflow: ... wrapped past INT_MAX (127)",),
+                       wrapped=(0,)))[0] == "wrap"
     assert C(O.Outcome("EAGAIN", mapped=8192, cause="EFAULT", message="x"))[0] == "partial"
+    assert C(O.Outcome("EAGAIN", mapped=8192, cause="ENOMEM", message="x", refused=True)
+             )[0] == "guard"
     assert C(O.Outcome("skipped", message="m"), "skipped")[0] == "skipped"
 
 
