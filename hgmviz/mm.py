@@ -38,8 +38,8 @@ from .geometry import get_geometry, get_kernel_profile
 from .schemes import SchemeRefusal, get_scheme_class
 from .schemes.base import UPDATE_KINDS
 
-__all__ = ["Machine", "Process", "File", "Folio", "Vma", "PagemapEntry",
-           "MADV_DONTNEED", "MADV_COLLAPSE", "MADV_SPLIT"]
+__all__ = ["Machine", "Process", "File", "Folio", "Vma", "PagemapEntry", "MachineState",
+           "MmView", "FileView", "MADV_DONTNEED", "MADV_COLLAPSE", "MADV_SPLIT"]
 
 # include/uapi/asm-generic/mman-common.h; MADV_SPLIT from HGM v1 09/46
 MADV_DONTNEED = 4
@@ -368,6 +368,58 @@ class Process:
         ``if (mapcount >= 2) shared_hugetlb += hugetlb_pte_size(hpte); else private_hugetlb
         += ...`` with ``mapcount = page_mapcount(page)`` of the leaf's first page."""
         return self._m._smaps_hugetlb(self, addr)
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    v = a.view()
+    v.setflags(write=False)
+    return v
+
+
+@dataclass(frozen=True)
+class MmView:
+    """One mm as :meth:`Machine.state` shows it: ``mm->pgd`` (a page-table page), its VMAs,
+    and whether the process is alive."""
+    pid: int
+    pgd: int
+    vmas: tuple
+    alive: bool
+
+
+@dataclass(frozen=True)
+class FileView:
+    """One hugetlbfs file as :meth:`Machine.state` shows it: its page cache (folio id per
+    hugepage index, -1 for none) and whether its inode was released."""
+    id: int
+    name: str
+    hstate: int
+    size: int
+    pc: np.ndarray
+    released: bool
+
+
+@dataclass(frozen=True)
+class MachineState:
+    """A read-only view of one machine state (:meth:`Machine.state`).
+
+    ``fl`` is the folio layout ``[nh, (pfn0, order, folio0, nr) * nh]``; ``ent``/``tlevel``/
+    ``tshare`` the page-table pool (entries: 0 none, table << 1, pfn << 1 | 1); ``folio_used``,
+    ``folio_file``, ``folio_index`` which folios are allocated and where they sit in the page
+    cache; ``scheme`` answers the kernel's accessors (``folio_ref_count()``, ...)."""
+    geometry: object
+    fl: np.ndarray
+    folio_pfn: np.ndarray
+    folio_hstate: np.ndarray
+    ent: np.ndarray
+    tlevel: np.ndarray
+    tshare: np.ndarray
+    folio_used: np.ndarray
+    folio_file: np.ndarray
+    folio_index: np.ndarray
+    scheme: object
+    version: int
+    mms: dict
+    files: dict
 
 
 class Machine:
@@ -1521,6 +1573,48 @@ class Machine:
             else:
                 private += 1 << int(osh[j])
         return {"Shared_Hugetlb": shared >> 10, "Private_Hugetlb": private >> 10}
+
+    def state(self, snap=None) -> "MachineState":
+        """A read-only view of the live state (``snap=None``) or of ``snap`` (from
+        :meth:`snapshot`): what a renderer reads — page-table arrays, every mm (exited ones
+        too) and file (released ones too), the folio layout and use, and the counters through
+        the scheme's accessors.  Arrays are read-only views; a snapshot's counters are read
+        through a fresh scheme object, so nothing here can change the machine."""
+        if snap is None:
+            pt = self.pt
+            ent, tlevel, tshare = pt.ent, pt.tlevel, pt.tshare
+            files, mms = self._files, self._mms
+            used, ffile, findex = self._folio_used, self._folio_file, self._folio_index
+            scheme, version = self.scheme, self.version
+        else:
+            self._check_snapshot(snap)
+            p, py = snap["pt"], snap["py"]
+            ent, tlevel, tshare = p["ent"], p["tlevel"], p["tshare"]
+            files, mms = py[0], py[1]
+            used, ffile, findex = py[2], py[3], py[4]
+            scheme = self.scheme.fresh(guard=self.scheme.guard)
+            scheme.restore(snap["scheme"])          # a private copy: the machine's is untouched
+            version = snap["version"]
+        ro = _read_only
+        return MachineState(
+            geometry=self.geometry, fl=ro(self._fl), folio_pfn=ro(self._folio_pfn),
+            folio_hstate=ro(self._folio_hstate), ent=ro(ent), tlevel=ro(tlevel),
+            tshare=ro(tshare), folio_used=ro(used), folio_file=ro(ffile),
+            folio_index=ro(findex), scheme=scheme, version=version,
+            mms={pid: MmView(pid, int(st.pgd), tuple(st.vmas), bool(st.alive))
+                 for pid, st in mms.items()},
+            files={fid: FileView(fid, st.name, int(st.hstate), int(st.size), ro(st.pc),
+                                 bool(st.released)) for fid, st in files.items()})
+
+    def _check_snapshot(self, snap):
+        if not isinstance(snap, dict) or not {"pt", "scheme", "py", "version"} <= set(snap):
+            raise TypeError("before must be a snapshot of this machine (m.snapshot()), not %r"
+                            % (type(snap).__name__,))
+        ref = snap["scheme"].get("refcount")
+        if ref is None or np.asarray(ref).size != self._folio_pfn.size or \
+                snap["pt"]["ent"].shape[1] != self.pt.ent.shape[1]:
+            raise ValueError("before is a snapshot of another machine (its folio pool or table "
+                             "width differs); take it with m.snapshot() on the machine you draw")
 
     def snapshot(self):
         """A complete copy of the state (page tables, counters, files, processes)."""

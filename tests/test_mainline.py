@@ -239,3 +239,27 @@ def test_exit_frees_everything(m2):
     assert_unchanged(m2, lambda: p.touch(a), OSError, errno.ESRCH)
     f.close()
     assert m2.meminfo()[MIB2]["HugePages_Free"] == 8
+
+
+def test_state_is_a_read_only_view_of_the_live_machine_or_a_snapshot():
+    m = hv.Machine(nr_hugepages={2 << 20: 2})
+    f = m.memfd_create(size=4 << 20, hstate=2 << 20)
+    p = m.spawn()
+    a = p.mmap(f, 4 << 20)
+    before = m.snapshot()
+    p.touch(a)
+    digest = m.state_digest()
+    now, then = m.state(), m.state(before)
+    for arr in (now.ent, now.tlevel, now.folio_used, now.files[f.id].pc, then.ent, now.fl):
+        with pytest.raises(ValueError):
+            arr[...] = 0
+    assert now.scheme is m.scheme and then.scheme is not m.scheme
+    assert now.scheme.folio_ref_count(0) == 2 and then.scheme.folio_ref_count(0) == 0
+    assert now.mms[p.pid].alive and now.mms[p.pid].vmas[0].start == a
+    assert (now.version, then.version) == (m.version, before["version"])
+    assert m.state_digest() == digest
+    other = hv.Machine(nr_hugepages={2 << 20: 3})
+    with pytest.raises(ValueError, match="snapshot of another machine"):
+        other.state(before)
+    with pytest.raises(TypeError, match="must be a snapshot"):
+        m.state({"nope": 1})

@@ -1,43 +1,17 @@
 """Layer 5: a read-only view of one machine state — the live machine or a ``m.snapshot()``.
 
-Everything the scene builder reads goes through :class:`StateView`, so the renderer has one
-place that knows where the machine keeps things.  Nothing here writes to the machine: arrays
-are read (never assigned into), and the counters of a snapshot are read through a *fresh*
-scheme object (``m.scheme.fresh()`` restored from the snapshot), not through the machine's.
-
-Read-only accessors the machine does not offer publicly (documented for the lead):
-
-* a process's PGD table: ``Machine._mms[pid].pgd`` (``mm->pgd``), and exited processes;
-* the folio layout: ``Machine._folio_pfn``, ``Machine._folio_hstate``, ``Machine._fl``
-  (fixed when the machine is made);
-* which folios are in use / in which file: ``Machine._folio_used``, ``_folio_file``,
-  ``_folio_index``; files: ``Machine._files`` (also for released files).
+Everything the scene builder reads goes through :class:`StateView`, built on the machine's
+public read-only view (:meth:`hgmviz.mm.Machine.state`), so the renderer never touches the
+machine's private fields.  Nothing here writes to the machine: arrays are read-only views, and
+the counters of a snapshot are read through a fresh scheme object.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from ..mm import FileView, MmView
+
 __all__ = ["StateView", "MmView", "FileView", "pfn_to_folio"]
-
-
-@dataclass(frozen=True)
-class MmView:
-    pid: int
-    pgd: int
-    vmas: tuple
-    alive: bool
-
-
-@dataclass(frozen=True)
-class FileView:
-    id: int
-    name: str
-    hstate: int
-    size: int
-    pc: np.ndarray
-    released: bool
 
 
 def pfn_to_folio(fl: np.ndarray, pfn: np.ndarray) -> np.ndarray:
@@ -63,35 +37,16 @@ class StateView:
     """One state of machine ``m``: its live state (``snap=None``) or a snapshot's."""
 
     def __init__(self, m, snap=None):
+        st = m.state(snap)
         self.machine = m
-        self.geometry = m.geometry
-        self.fl = m._fl
-        self.folio_pfn = m._folio_pfn
-        self.folio_hstate = m._folio_hstate
-        self.nr_folios = int(m._folio_pfn.size)
-        if snap is None:
-            pt = m.pt
-            self.ent, self.tlevel, self.tshare = pt.ent, pt.tlevel, pt.tshare
-            mms, files = m._mms, m._files
-            self.folio_used, self.folio_file, self.folio_index = (
-                m._folio_used, m._folio_file, m._folio_index)
-            self.scheme = m.scheme
-            self.version = m.version
-        else:
-            _check_snapshot(m, snap)
-            p = snap["pt"]
-            self.ent, self.tlevel, self.tshare = p["ent"], p["tlevel"], p["tshare"]
-            py = snap["py"]
-            files, mms = py[0], py[1]
-            self.folio_used, self.folio_file, self.folio_index = py[2], py[3], py[4]
-            scheme = m.scheme.fresh(guard=m.scheme.guard)
-            scheme.restore(snap["scheme"])      # a private copy: the machine's is untouched
-            self.scheme = scheme
-            self.version = snap["version"]
-        self.mms = {pid: MmView(pid, int(st.pgd), tuple(st.vmas), bool(st.alive))
-                    for pid, st in mms.items()}
-        self.files = {fid: FileView(fid, st.name, int(st.hstate), int(st.size), st.pc,
-                                    bool(st.released)) for fid, st in files.items()}
+        self.geometry = st.geometry
+        self.fl, self.folio_pfn, self.folio_hstate = st.fl, st.folio_pfn, st.folio_hstate
+        self.nr_folios = int(st.folio_pfn.size)
+        self.ent, self.tlevel, self.tshare = st.ent, st.tlevel, st.tshare
+        self.folio_used, self.folio_file, self.folio_index = (st.folio_used, st.folio_file,
+                                                              st.folio_index)
+        self.scheme, self.version = st.scheme, st.version
+        self.mms, self.files = st.mms, st.files
 
     # -- counters through the scheme's accessors (the kernel's names) -------------------
     def counters(self, fid: int) -> dict:
@@ -125,14 +80,3 @@ class StateView:
         if f.size and f.min() < 0:
             page = np.where(f >= 0, page, -1)
         return f, page
-
-
-def _check_snapshot(m, snap):
-    if not isinstance(snap, dict) or not {"pt", "scheme", "py", "version"} <= set(snap):
-        raise TypeError("before must be a snapshot of this machine (m.snapshot()), not %r"
-                        % (type(snap).__name__,))
-    ref = snap["scheme"].get("refcount")
-    if ref is None or np.asarray(ref).size != m._folio_pfn.size or \
-            snap["pt"]["ent"].shape[1] != m.pt.ent.shape[1]:
-        raise ValueError("before is a snapshot of another machine (its folio pool or table "
-                         "width differs); take it with m.snapshot() on the machine you draw")
