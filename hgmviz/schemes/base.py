@@ -66,6 +66,28 @@ def guarded_increments(ref, n, guard, bits):
 
 
 @njit
+def take_head(f, n, bits, refcount, entire, wrapped, out):
+    """``n`` references and ``n`` entire mapcounts on folio ``f``'s head (``folio_get()`` +
+    ``hugetlb_add_file_rmap()`` per mapping), flagging a wrap and tallying the updates."""
+    int_max = (np.int64(1) << (bits - 1)) - 1
+    if refcount[f] + n > int_max or entire[f] + n > int_max:
+        wrapped[f] = 1
+    refcount[f] = wrap_counter(refcount[f] + n, bits)
+    entire[f] = wrap_counter(entire[f] + n, bits)
+    out[OUT_REFCOUNT] += n
+    out[OUT_ENTIRE] += n
+
+
+@njit
+def drop_head(f, n, bits, refcount, entire, out):
+    """The reverse of :func:`take_head` (``hugetlb_remove_rmap()`` + ``folio_put()``)."""
+    refcount[f] = wrap_counter(refcount[f] - n, bits)
+    entire[f] = wrap_counter(entire[f] - n, bits)
+    out[OUT_REFCOUNT] += n
+    out[OUT_ENTIRE] += n
+
+
+@njit
 def apply_folio_event(k, f, n, bits, refcount, entire, wrapped):
     """The events every scheme counts alike: the page cache's references
     (``__filemap_add_folio`` / ``filemap_remove_folio``) and a folio leaving the pool at rest

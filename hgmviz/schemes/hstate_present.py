@@ -21,14 +21,12 @@ from __future__ import annotations
 
 from .._jit import njit
 from ..core import EV_HSTATE_CLEARED, EV_HSTATE_POPULATED, EV_SET
-from .base import (OUT_ENTIRE, OUT_REFCOUNT, Scheme, apply_folio_event, guarded_increments,
-                   wrap_counter)
+from .base import Scheme, apply_folio_event, drop_head, guarded_increments, take_head
 
 
 @njit
 def _apply_hstate_present(kind, mm, addr, shift, count, pfn, folio, folio_shift, page_shift,
                           guard, bits, count_at_set, refcount, entire, wrapped, out):
-    int_max = (1 << (bits - 1)) - 1
     leaves = 0
     pend_mm = -1
     pend_lo = 0
@@ -63,18 +61,10 @@ def _apply_hstate_present(kind, mm, addr, shift, count, pfn, folio, folio_shift,
                 out[2] = f
                 out[3] = refcount[f]
                 return
-            if refcount[f] + n > int_max or entire[f] + n > int_max:
-                wrapped[f] = 1
-            refcount[f] = wrap_counter(refcount[f] + n, bits)
-            entire[f] = wrap_counter(entire[f] + n, bits)
-            out[OUT_REFCOUNT] += n
-            out[OUT_ENTIRE] += n
+            take_head(f, n, bits, refcount, entire, wrapped, out)
             leaves += set_leaves
         elif k == EV_HSTATE_CLEARED:
-            refcount[f] = wrap_counter(refcount[f] - n, bits)
-            entire[f] = wrap_counter(entire[f] - n, bits)
-            out[OUT_REFCOUNT] += n
-            out[OUT_ENTIRE] += n
+            drop_head(f, n, bits, refcount, entire, out)
         else:
             apply_folio_event(k, f, n, bits, refcount, entire, wrapped)
     out[1] = leaves

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .._jit import njit
 from ..core import EV_CLEAR, EV_SET
-from .base import (OUT_ENTIRE, OUT_REFCOUNT, Scheme, apply_folio_event, guarded_increments,
+from .base import (Scheme, apply_folio_event, drop_head, guarded_increments, take_head,
                    wrap_counter)
 
 
@@ -25,7 +25,6 @@ def _apply_head_only(kind, shift, count, pfn, folio, folio_shift, page_shift, gu
     ``folio_get()`` + ``hugetlb_add_file_rmap()`` per entry; for ``per_piece`` (HGM v1) it is
     "each new PT mapping increments the compound_mapcount by 1" (T2).
     """
-    int_max = (1 << (bits - 1)) - 1
     leaves = 0
     for e in range(kind.shape[0]):
         k = kind[e]
@@ -42,18 +41,10 @@ def _apply_head_only(kind, shift, count, pfn, folio, folio_shift, page_shift, gu
                 out[2] = f
                 out[3] = refcount[f]
                 return
-            if refcount[f] + n > int_max or entire[f] + n > int_max:
-                wrapped[f] = 1
-            refcount[f] = wrap_counter(refcount[f] + n, bits)
-            entire[f] = wrap_counter(entire[f] + n, bits)
-            out[OUT_REFCOUNT] += n
-            out[OUT_ENTIRE] += n
+            take_head(f, n, bits, refcount, entire, wrapped, out)
             leaves += n
         elif k == EV_CLEAR:
-            refcount[f] = wrap_counter(refcount[f] - n, bits)
-            entire[f] = wrap_counter(entire[f] - n, bits)
-            out[OUT_REFCOUNT] += n
-            out[OUT_ENTIRE] += n
+            drop_head(f, n, bits, refcount, entire, out)
         else:
             apply_folio_event(k, f, n, bits, refcount, entire, wrapped)
     out[1] = leaves

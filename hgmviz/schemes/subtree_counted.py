@@ -18,8 +18,8 @@ not a kernel structure — the kernel never had this scheme).
 from __future__ import annotations
 
 from ..core import EV_CLEAR, EV_SET
-from .base import (GUARDS, OUT_ENTIRE, OUT_METADATA, OUT_REFCOUNT, Scheme, SchemeRefusal,
-                   apply_folio_event, guarded_increments, wrap_counter)
+from .base import (GUARDS, OUT_METADATA, Scheme, SchemeRefusal, apply_folio_event, drop_head,
+                   guarded_increments, take_head)
 
 ENTRY_BYTES = 8
 
@@ -48,7 +48,6 @@ class SubtreeCounted(Scheme):
         guard = GUARDS[self.guard]
         pieces = c["pieces"]
         ref, ent, wrapped = c["refcount"], c["entire"], c["wrapped"]
-        int_max = self.geometry.INT_MAX
         leaves = 0
         for k, mm, addr, n, f in zip(ev["kind"], ev["mm"], ev["addr"], ev["count"], ev["folio"]):
             k, mm, addr, n, f = int(k), int(mm), int(addr), int(n), int(f)
@@ -61,17 +60,9 @@ class SubtreeCounted(Scheme):
                     if guarded_increments(int(ref[f]), 1, guard, bits) < 1:
                         out[0], out[1], out[2], out[3] = 1, leaves, f, int(ref[f])
                         return
-                    if ref[f] + 1 > int_max:
-                        wrapped[f] = 1
-                    ref[f] = wrap_counter(int(ref[f]) + 1, bits)
-                    ent[f] = wrap_counter(int(ent[f]) + 1, bits)
-                    out[OUT_REFCOUNT] += 1
-                    out[OUT_ENTIRE] += 1
+                    take_head(f, 1, bits, ref, ent, wrapped, out)
                 elif k == EV_CLEAR and after == 0:
-                    ref[f] = wrap_counter(int(ref[f]) - 1, bits)
-                    ent[f] = wrap_counter(int(ent[f]) - 1, bits)
-                    out[OUT_REFCOUNT] += 1
-                    out[OUT_ENTIRE] += 1
+                    drop_head(f, 1, bits, ref, ent, out)
                 out[OUT_METADATA] += n
                 if after:
                     pieces[key] = after
