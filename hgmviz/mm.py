@@ -13,13 +13,13 @@ UFFDIO_CONTINUE, the HGM fault path and MADV_COLLAPSE.
 Failure is atomic: an operation that fails (bad input or a kernel error) leaves the machine
 byte-identical.  Page-table writes are journalled by the core and rolled back; the small
 Python-side state (VMAs, page caches, the pool) is saved before each operation and restored
-on failure.  The one exception is the kernel's own partial progress (UFFDIO_CONTINUE
-returning EAGAIN with ``mapped`` bytes), reported as :class:`~hgmviz.errors.PartialProgress`.
+on failure.  The exceptions are the kernel's own partial progress: UFFDIO_CONTINUE returning
+EAGAIN with ``mapped`` bytes (:class:`~hgmviz.errors.PartialProgress`), and madvise() over a
+range with holes, which applies the advice to the mapped parts and then returns ENOMEM
+(``madvise_walk_vmas``; :class:`~hgmviz.errors.StateKept`).
 
 Simplifications, each stated where it matters: MAP_PRIVATE is not modelled (the thread and HGM
-concern MAP_SHARED); VMAs are never merged; madvise() over a range with holes fails with
-ENOMEM before doing anything (the kernel applies the advice to the mapped parts first); the
-kernel may leave an empty page-table page behind when a fault or UFFDIO_CONTINUE fails after
+concern MAP_SHARED); VMAs are never merged; the kernel may leave an empty page-table page behind when a fault or UFFDIO_CONTINUE fails after
 allocating it, the simulator does not (the HGM schemes' error-injection points model that).
 """
 from __future__ import annotations
@@ -1183,18 +1183,6 @@ class Machine:
                          "process although memory is not short)" % (refusal.folio, refusal.refcount))
 
     # ---- madvise -------------------------------------------------------------------------
-    def _vmas_in(self, what, mm, start, end):
-        """The VMAs covering ``[start, end)``; ENOMEM if any part is unmapped."""
-        vs = [v for v in mm.vmas if v.start < end and start < v.end]
-        pos = start
-        for v in vs:
-            if v.start > pos:
-                break
-            pos = max(pos, v.end)
-        if pos < end:
-            raise syscall_error(errno.ENOMEM, "%s: %#x-%#x is not fully mapped" % (what, start, end))
-        return vs
-
     def _sys_madvise(self, proc, addr, length, advice):
         mm = self._mm(proc)
         if advice not in _ADVICE:
@@ -1217,10 +1205,17 @@ class Machine:
                                 "HGM and HVO exclude each other (HGM v2 cover letter); "
                                 "use hvo=False" % self.scheme.name)
         if advice == MADV_COLLAPSE and not self.scheme.supports_hgm:
-            vs = self._vmas_in("madvise(MADV_COLLAPSE)", mm, addr, end)
+            vs = [v for v in mm.vmas if v.start < end and addr < v.end]
+            if not vs:
+                raise syscall_error(errno.ENOMEM, "madvise(MADV_COLLAPSE): no VMA in %#x-%#x"
+                                    % (addr, end))
             raise syscall_error(errno.EINVAL, "madvise(MADV_COLLAPSE): mainline refuses hugetlb "
                                 "VMAs (thp_vma_allowable_order); %d VMA(s) in range" % len(vs))
-        vs = self._vmas_in("madvise(%s)" % name, mm, addr, end)
+        # madvise_walk_vmas(): visit every VMA of the range in turn; a hole only sets
+        # unmapped_error = -ENOMEM, returned once the mapped parts have had the advice
+        vs = [v for v in mm.vmas if v.start < end and addr < v.end]
+        if not vs:
+            raise syscall_error(errno.ENOMEM, "madvise(%s): no VMA in %#x-%#x" % (name, addr, end))
         if advice == MADV_DONTNEED:
             self._madvise_dontneed(mm, vs, addr, end)
         elif advice == MADV_SPLIT:
@@ -1229,7 +1224,21 @@ class Machine:
             self._madvise_collapse(mm, vs, addr, end)
         self._account(guarded=advice != MADV_COLLAPSE)
         self._finish()
+        if self._holes(vs, addr, end):
+            raise StateKept(errno.ENOMEM, "ENOMEM: madvise(%s): %#x-%#x is not fully mapped; "
+                            "the advice was applied to the mapped parts (madvise_walk_vmas: "
+                            "unmapped_error)" % (name, addr, end))
         return 0
+
+    @staticmethod
+    def _holes(vs, start, end) -> bool:
+        """Whether the sorted VMAs ``vs`` leave part of ``[start, end)`` unmapped."""
+        pos = start
+        for v in vs:
+            if v.start > pos:
+                return True
+            pos = max(pos, v.end)
+        return pos < end
 
     def _madvise_dontneed(self, mm, vs, addr, end):
         """``madvise_dontneed_free_valid_vma``: the start must be hugepage aligned (EINVAL)

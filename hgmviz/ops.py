@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from .errors import PartialProgress, SigBus, SigSegv, UserfaultPending
+from .errors import PartialProgress, SigBus, SigSegv, StateKept, UserfaultPending
 from .mm import MADV_COLLAPSE, MADV_DONTNEED, MADV_SPLIT, Machine
 
 Addr = Union[int, str, tuple]
@@ -133,7 +133,9 @@ OPERATIONS = {cls.__name__: cls for cls in (
 class Outcome:
     """What one step did: ``status`` is "ok", an errno name, "SIGBUS", "SIGSEGV",
     "userfault" or "EAGAIN" (partial progress: ``mapped`` bytes then ``cause``); ``refused``
-    when a refcount guard refused a reference, ``wrapped`` the folios whose refcount wrapped."""
+    when a refcount guard refused a reference, ``wrapped`` the folios whose refcount wrapped,
+    ``kept`` when the step failed but the kernel kept its work so far (EAGAIN's pieces, the
+    mapped parts of a madvise over holes, an injected error's page tables)."""
 
     status: str
     value: Optional[int] = None
@@ -143,6 +145,7 @@ class Outcome:
     warnings: tuple = ()
     refused: bool = False          # a refcount guard refused a reference (Machine.last_refusal)
     wrapped: tuple = ()            # folios whose refcount wrapped past INT_MAX in this step
+    kept: bool = False             # failed, but the kernel kept what it did before the failure
 
     @property
     def ok(self) -> bool:
@@ -241,7 +244,10 @@ def run_step(world: World, op) -> Outcome:
             out = Outcome("ok", value if isinstance(value, int) else None)
         except PartialProgress as e:
             out = Outcome("EAGAIN", None, str(e), e.mapped,
-                          _errno.errorcode.get(getattr(e.cause, "errno", 0) or 0, type(e.cause).__name__))
+                          _errno.errorcode.get(getattr(e.cause, "errno", 0) or 0, type(e.cause).__name__),
+                          kept=True)
+        except StateKept as e:
+            out = Outcome(_errno.errorcode.get(e.errno, str(e.errno)), None, str(e), kept=True)
         except SigBus as e:
             out = Outcome("SIGBUS", None, str(e))
         except SigSegv as e:

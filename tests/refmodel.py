@@ -85,8 +85,9 @@ Syscall rules
     is EINVAL, whole hugepages are allocated, i_size becomes offset + len (not rounded).
 
 Simplifications shared with hgmviz.mm (its module docstring): MAP_PRIVATE is unsupported;
-madvise over a range with holes fails with ENOMEM before doing anything; VMAs are never
-merged; every failure (except UFFDIO_CONTINUE's partial progress) leaves the state unchanged,
+VMAs are never merged; every failure leaves the state unchanged except UFFDIO_CONTINUE's
+partial progress and madvise over a range with holes (madvise_walk_vmas: the advice is
+applied to every VMA of the range, then ENOMEM),
 including page-table pages a failing fault or UFFDIO_CONTINUE piece had allocated;
 ``uffdio_continue_batch(addr, len, piece)`` is exactly a loop of ``uffdio_continue(a, piece)``.
 """
@@ -96,8 +97,8 @@ import copy
 import errno
 from collections import namedtuple
 
-from hgmviz.errors import (PartialProgress, ProcessExited, SigBus, SigSegv, Unsupported,
-                           UserfaultPending)
+from hgmviz.errors import (PartialProgress, ProcessExited, SigBus, SigSegv, StateKept,
+                           Unsupported, UserfaultPending)
 from hgmviz.geometry import get_geometry
 
 __all__ = ["RefMachine", "MADV_DONTNEED", "MADV_COLLAPSE", "MADV_SPLIT"]
@@ -385,8 +386,8 @@ class RefMachine:
         self._cache = None
         try:
             return fn(*args)
-        except PartialProgress:
-            raise                      # the kernel keeps the pieces mapped before the failure
+        except (PartialProgress, StateKept):
+            raise                      # the kernel keeps what it did before the failure
         except BaseException:
             self._s = saved
             raise
@@ -963,15 +964,11 @@ class RefMachine:
         if length == 0:
             return 0
         vs = [v for v in mm.vmas if v.start < end and addr < v.end]
-        pos = addr
-        for v in vs:
-            if v.start > pos:
-                break
-            pos = v.end
-        if pos < end:
-            raise _err(errno.ENOMEM, "madvise: range not fully mapped")
+        if not vs:
+            raise _err(errno.ENOMEM, "madvise: no VMA in the range")
         if advice == MADV_COLLAPSE and not self.hgm:
             raise _err(errno.EINVAL, "MADV_COLLAPSE: hugetlb VMAs are not THP-eligible")
+        covered = sum(min(end, v.end) - max(addr, v.start) for v in vs)
         if advice == MADV_DONTNEED:
             plan = []
             for v in vs:
@@ -996,6 +993,8 @@ class RefMachine:
             for v in vs:
                 if v.hgm:
                     self._hugetlb_collapse(mm, v, max(addr, v.start), min(end, v.end))
+        if covered < end - addr:        # a hole: the mapped parts had the advice, then ENOMEM
+            raise StateKept(errno.ENOMEM, "ENOMEM: madvise: range not fully mapped")
         return 0
 
     def _largest_piece(self, h, pos, end):

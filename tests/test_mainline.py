@@ -100,8 +100,14 @@ def test_madvise_dontneed_rules(m2):
     assert p.pagemap(a) is None and p.pagemap(a + MIB2) is not None
     assert (folio.refcount, folio.entire_mapcount) == (1, 0)
     assert f.folio_at(0) == folio                            # still in the page cache
-    assert_unchanged(m2, lambda: p.madvise(a, 8 << 20, hv.MADV_DONTNEED), OSError, errno.ENOMEM)
     assert_unchanged(m2, lambda: p.madvise(a, MIB2, 99), OSError, errno.EINVAL)
+    # madvise_walk_vmas(): a hole after the VMA is ENOMEM, once the VMA has had the advice
+    with pytest.raises(hv.errors.StateKept) as info:
+        p.madvise(a, 8 << 20, hv.MADV_DONTNEED)
+    assert info.value.errno == errno.ENOMEM and "applied to the mapped parts" in str(info.value)
+    assert p.pagemap(a + MIB2) is None and f.folio_at(MIB2).entire_mapcount == 0
+    assert_unchanged(m2, lambda: p.madvise(a + (8 << 20), MIB2, hv.MADV_DONTNEED), OSError,
+                     errno.ENOMEM)                           # no VMA at all: nothing to do
 
 
 def test_uffdio_continue_mainline(m2):

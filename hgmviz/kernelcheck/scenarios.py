@@ -315,6 +315,30 @@ S.append(Scenario(
         madvise("p", At("a"), 2 * MiB + 4 * KiB, maps={"A0": None, "A1": 1}, pool=(-2, 0)),
     )))
 
+# 7b
+S.append(Scenario(
+    "madv_dontneed_hole", "MADV_DONTNEED over a hole zaps the mapped parts, then fails with ENOMEM",
+    "madvise_walk_vmas() (mm/madvise.c): every VMA of the range gets the advice in turn; a hole "
+    "only sets unmapped_error = -ENOMEM, which is returned once the walk is done, so the pages "
+    "on both sides of the hole are zapped although the call fails.",
+    {H2M: 4},
+    (P("A0", "p", "a", 0x5000), P("B0", "p", "b", 0x5000)),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 2 * MiB, addr=PUD_ALIGNED, pool=(0, +1)),
+        mmap("p", "b", "f", 2 * MiB, offset=2 * MiB, addr=PUD_ALIGNED + 4 * MiB, pool=(0, +2),
+             why="2 MiB of nothing between a and b"),
+        touch("p", At("a", 0x5000), pool=(-1, +1)),
+        touch("p", At("b", 0x5000), maps={"A0": 1, "B0": 1}, pool=(-2, 0)),
+        madvise("p", At("a"), 6 * MiB, expect="ENOMEM", maps={"A0": None, "B0": None},
+                pool=(-2, 0), why="both sides zapped, then -ENOMEM for the hole"),
+        madvise("p", At("a", 2 * MiB), 2 * MiB, expect="ENOMEM", maps={"A0": None, "B0": None},
+                pool=(-2, 0), why="only the hole: no VMA, ENOMEM"),
+        touch("p", At("a", 0x5000), maps={"A0": 1, "B0": None}, pool=(-2, 0),
+              why="the folio stayed in the page cache"),
+    )))
+
 
 def _minor_setup(extra_pages_in_cache=(0,)):
     """p maps f twice: b (plain) to fill the page cache, a registered for MINOR faults."""
