@@ -198,10 +198,8 @@ class ScaleRun:
         return False
 
     def _finish(self, out):
-        if out.status == "EAGAIN":
+        if out.refused:
             self.extra_pieces = (out.mapped or 0) // self.piece
-            self.outcome = "refused"
-        elif out.status in ("ENOMEM", "EFAULT") and "guard" in out.message:
             self.outcome = "refused"
         else:
             self.outcome = out.status
