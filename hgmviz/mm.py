@@ -19,8 +19,9 @@ range with holes, which applies the advice to the mapped parts and then returns 
 (``madvise_walk_vmas``; :class:`~hgmviz.errors.StateKept`).
 
 Simplifications, each stated where it matters: MAP_PRIVATE is not modelled (the thread and HGM
-concern MAP_SHARED); VMAs are never merged; the kernel may leave an empty page-table page behind when a fault or UFFDIO_CONTINUE fails after
-allocating it, the simulator does not (the HGM schemes' error-injection points model that).
+concern MAP_SHARED); VMAs are never merged; the kernel may leave an empty page-table page
+behind when a fault or UFFDIO_CONTINUE fails after allocating it, the simulator does not (the
+HGM schemes' error-injection points model that).
 """
 from __future__ import annotations
 
