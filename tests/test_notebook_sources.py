@@ -1,13 +1,13 @@
-"""The committed notebooks are exactly what ``notebooks/build.py`` generates, and every cell
-follows the notebook rules of DESIGN.md: short, no definitions, no outputs, one import cell,
-numbers computed by the package rather than typed into the prose, navigation generated.
+"""The notebooks' generated parts are what ``notebooks/nav.py`` writes, and every cell follows the
+notebook rules of DESIGN.md: short, no definitions, no outputs, one import cell, numbers computed by the
+package rather than typed into the prose, navigation generated.
 
-These checks read files only (no kernel is started); ``tests/test_notebooks.py`` runs them.
+The chapters are MyST Markdown notebooks read with jupytext. These checks read files only (no kernel is
+started); ``tests/test_notebooks.py`` runs them.
 """
 from __future__ import annotations
 
 import ast
-import functools
 import importlib.util
 import re
 import sys
@@ -20,48 +20,47 @@ NOTEBOOK_DIR = ROOT / "notebooks"
 MAX_CELL_LINES = 12
 
 
-def _load_build():
-    spec = importlib.util.spec_from_file_location("hgmviz_notebook_build", NOTEBOOK_DIR / "build.py")
+def _load_nav():
+    spec = importlib.util.spec_from_file_location("hgmviz_notebook_nav", NOTEBOOK_DIR / "nav.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod          # dataclasses look their module up while it loads
     spec.loader.exec_module(mod)
     return mod
 
 
-BUILD = _load_build()
-GENERATED = sorted(BUILD.specs())                  # relative paths build.py writes (no nbformat)
-COMMITTED = sorted(str(p.relative_to(NOTEBOOK_DIR)) for p in NOTEBOOK_DIR.rglob("*.ipynb")
+NAV = _load_nav()
+CHAPTERS = NAV.chapters()
+COMMITTED = sorted(str(p.relative_to(NOTEBOOK_DIR)) for p in
+                   [*NOTEBOOK_DIR.rglob("*.md"), *NOTEBOOK_DIR.rglob("*.ipynb")]
                    if ".ipynb_checkpoints" not in p.parts)
+AUTHORS = ("James Houghton", "David Hildenbrand", "Peter Xu", "Mike Kravetz", "Linus Torvalds")
 
 
 def _read(rel):
-    import nbformat
-
-    return nbformat.read(NOTEBOOK_DIR / rel, as_version=4)
-
-
-@functools.lru_cache(maxsize=None)
-def _generated():
-    """``{relative path: NotebookNode}`` as build.py generates them (nbformat imported here,
-    not at collection: a run that deselects these tests does not pay for it)."""
-    return BUILD.notebooks()
+    return NAV.read(rel)
 
 
 # ------------------------------------------------------------------------------------------
-# committed == generated
+# the generated parts are up to date; every notebook is one nav.py knows
 # ------------------------------------------------------------------------------------------
-def test_every_committed_notebook_is_generated():
-    stray = sorted(set(COMMITTED) - set(GENERATED))
-    assert not stray, ("notebooks not produced by notebooks/build.py (add them there): %s" % stray)
+def test_every_notebook_is_listed():
+    assert sorted(NAV.expected_navs(CHAPTERS)) == COMMITTED, (
+        "a notebook nav.py does not know (chapters are NN-slug.md, solutions "
+        "solutions/NN-slug-solutions.md)")
+    assert [c.number for c in CHAPTERS] == list(range(1, len(CHAPTERS) + 1))
 
 
-@pytest.mark.parametrize("rel", GENERATED)
-def test_committed_notebook_matches_build(rel):
-    path = NOTEBOOK_DIR / rel
-    assert path.exists(), "%s is missing: run python notebooks/build.py" % rel
-    assert path.read_text(encoding="utf-8") == BUILD.render(_generated()[rel]), (
-        "%s differs from what notebooks/build.py generates: edit build.py, then run "
-        "python notebooks/build.py" % rel)
+def test_generated_parts_are_current():
+    assert NAV.stale_files(write=False) == [], "run python notebooks/nav.py"
+
+
+@pytest.mark.parametrize("rel", [r for r in COMMITTED if r.endswith(".md")])
+def test_text_notebook_round_trips(rel):
+    """What jupytext reads from the file it writes back byte for byte (so a save in JupyterLab that
+    changes nothing changes no byte, whatever jupytext version: the header leaves it out)."""
+    text = (NOTEBOOK_DIR / rel).read_text(encoding="utf-8")
+    assert "jupytext_version" not in text
+    assert NAV.render(_read(rel), rel) == text
 
 
 # ------------------------------------------------------------------------------------------
@@ -167,9 +166,6 @@ def test_relative_links_resolve(rel):
     assert not problems, "%s links to missing files: %s" % (rel, problems)
 
 
-CHAPTERS = [c for c in BUILD.CHAPTERS if c.solutions]
-
-
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.file for c in CHAPTERS])
 def test_chapter_anatomy(chapter):
     """A promise, 2-4 learning goals, a worked example, predict-run-check answers in <details>, a
@@ -182,28 +178,27 @@ def test_chapter_anatomy(chapter):
     assert "## Worked example" in text, "no worked example by hand"
     assert "**Predict" in text and "<details>" in text
     assert "## Summary" in text and "## Exercises" in text
-    authors = {author for _, author, _ in BUILD.MAILS.values()}
-    assert re.search(r"^> — (%s), \d{1,2} \w{3} 20\d\d" % "|".join(authors), text, flags=re.M), \
+    assert re.search(r"^> — (%s), \d{1,2} \w{3} 20\d\d" % "|".join(AUTHORS), text, flags=re.M), \
         "no quote of the thread with author and date"
     assert (NOTEBOOK_DIR / chapter.solutions_file).exists()
 
 
 def test_tour_lists_every_chapter():
-    text = "\n".join(c.source for c in _read(BUILD.TOUR).cells)
-    for ch in BUILD.CHAPTERS:
+    text = "\n".join(c.source for c in _read(NAV.TOUR).cells)
+    for ch in CHAPTERS:
         assert "](%s)" % ch.file in text, "the tour's contents miss %s" % ch.file
 
 
 # ------------------------------------------------------------------------------------------
 # the README's list of notebooks, with Binder links
 # ------------------------------------------------------------------------------------------
-def test_readme_lists_every_notebook_as_build_py_generates_it():
+def test_readme_lists_every_notebook_as_nav_py_generates_it():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert readme.count(BUILD.README_START) == 1 and readme.count(BUILD.README_END) == 1
-    assert BUILD.readme_with_notebooks(readme) == readme, (
-        "README.md's notebook table differs from notebooks/build.py: run python notebooks/build.py")
-    table = readme[readme.index(BUILD.README_START):readme.index(BUILD.README_END)]
-    for ch in BUILD.CHAPTERS:
+    assert readme.count(NAV.README_START) == 1 and readme.count(NAV.README_END) == 1
+    assert NAV.readme_text(readme, CHAPTERS) == readme, (
+        "README.md's generated parts differ from the chapters: run python notebooks/nav.py")
+    table = readme[readme.index(NAV.README_START):readme.index(NAV.README_END)]
+    for ch in CHAPTERS:
         assert "](notebooks/%s)" % ch.file in table
         assert "](notebooks/%s)" % ch.solutions_file in table
 
@@ -215,15 +210,15 @@ def test_readme_links_resolve_and_binder_links_open_existing_notebooks():
     local = [t for t in links if "://" not in t and not t.startswith("#")]
     assert [t for t in local if not (ROOT / t.split("#")[0]).exists()] == []
     binder = [t for t in links if t.startswith("https://mybinder.org/v2/")]
-    assert len(binder) == len(BUILD.CHAPTERS) + 3          # badge, tour, chapters, explorer
+    assert len(binder) == len(CHAPTERS) + 3          # badge, tour, chapters, explorer
     launched = set()
     for url in binder:
         u = urlparse(url)
-        assert u.path == "/v2/gh/%s/%s" % (BUILD.BINDER_REPO, BUILD.BINDER_REF), url
+        assert u.path == "/v2/gh/%s/%s" % (NAV.BINDER_REPO, NAV.BINDER_REF), url
         (labpath,) = parse_qs(u.query)["labpath"]
         assert (ROOT / unquote(labpath)).is_file(), url
         launched.add(unquote(labpath))
-    assert {"notebooks/" + ch.file for ch in BUILD.CHAPTERS} <= launched
+    assert {"notebooks/" + ch.file for ch in CHAPTERS} <= launched
 
 
 def test_glossary_links_resolve_and_names_every_scheme():
@@ -234,5 +229,5 @@ def test_glossary_links_resolve_and_names_every_scheme():
     assert targets and all((path.parent / t.split("#")[0]).exists() for t in targets)
     schemes = text[text.index("## The schemes"):]
     assert set(re.findall(r"^\*\*(\w+)\*\* —", schemes, flags=re.M)) == set(SCHEMES)
-    tour = "\n".join(c.source for c in _read(BUILD.TOUR).cells)
-    assert "](%s)" % BUILD.GLOSSARY in tour
+    tour = "\n".join(c.source for c in _read(NAV.TOUR).cells)
+    assert "](%s)" % NAV.GLOSSARY in tour

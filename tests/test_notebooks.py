@@ -1,4 +1,5 @@
-"""Every notebook under notebooks/ runs top to bottom without an error, and is committed output-free.
+"""Every notebook under notebooks/ runs top to bottom without an error, is committed output-free, and
+saving it after the run (as JupyterLab's jupytext does) leaves the committed file byte-identical.
 
 Notebooks run headless with nbclient (kernel ``python3``, the interpreter running pytest), in their own
 folder, one fresh kernel each. nbformat and nbclient are imported inside the functions: importing them
@@ -20,17 +21,44 @@ KERNEL_NAME = "python3"
 
 
 def find_notebooks(folder: Path = NOTEBOOK_DIR) -> list[Path]:
-    """All committed-style notebooks under ``folder``, recursively, without Jupyter's checkpoints."""
+    """All notebooks under ``folder`` (MyST ``.md`` text notebooks and ``.ipynb``), recursively,
+    without Jupyter's checkpoints."""
     return sorted(
-        p for p in folder.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.relative_to(folder).parts
+        p for p in [*folder.rglob("*.md"), *folder.rglob("*.ipynb")]
+        if ".ipynb_checkpoints" not in p.relative_to(folder).parts
     )
 
 
 def read_notebook(path: Path):
-    """The notebook at ``path`` as an nbformat v4 NotebookNode."""
-    import nbformat
+    """The notebook at ``path`` as an nbformat v4 NotebookNode (jupytext reads both formats)."""
+    import jupytext
 
-    return nbformat.read(path, as_version=4)
+    return jupytext.read(path)
+
+
+def save_as_jupyterlab_would(nb, path: Path, workdir: Path) -> bytes:
+    """Save the executed ``nb`` through jupytext's contents manager (what JupyterLab uses) into a copy
+    of ``path`` under ``workdir`` with the same jupytext.toml, and return the bytes written."""
+    import asyncio
+    import shutil
+
+    from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager
+    from jupytext.async_contentsmanager import build_async_jupytext_contents_manager_class
+
+    rel = path.relative_to(NOTEBOOK_DIR)
+    (workdir / rel).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(NOTEBOOK_DIR / "jupytext.toml", workdir / "jupytext.toml")
+    shutil.copy(path, workdir / rel)
+    cm = build_async_jupytext_contents_manager_class(AsyncLargeFileManager)(root_dir=str(workdir))
+
+    async def roundtrip():
+        model = await cm.get(str(rel), type="notebook")            # what opening it loads
+        model["content"].cells = nb.cells                          # ... and what running it made
+        model["content"].metadata.update(nb.metadata)
+        await cm.save({"type": "notebook", "format": "json", "content": model["content"]}, str(rel))
+
+    asyncio.run(roundtrip())
+    return (workdir / rel).read_bytes()
 
 
 def execute_notebook(path: Path):
@@ -76,7 +104,7 @@ def _kernel_uses_this_python(monkeypatch):
 
 
 def test_tour_exists():
-    assert (NOTEBOOK_DIR / "00-tour.ipynb") in NOTEBOOKS
+    assert (NOTEBOOK_DIR / "00-tour.md") in NOTEBOOKS
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -90,7 +118,7 @@ def test_notebook_is_output_free(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
-def test_notebook_runs(path):
+def test_notebook_runs(path, tmp_path):
     from nbclient.exceptions import CellExecutionError
 
     try:
@@ -99,3 +127,7 @@ def test_notebook_runs(path):
         pytest.fail(f"{path.name} failed:\n{e}", pytrace=False)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+    assert any(c.outputs for c in nb.cells if c.cell_type == "code"), "the run printed nothing"
+    if path.suffix == ".md":
+        assert save_as_jupyterlab_would(nb, path, tmp_path) == path.read_bytes(), (
+            f"{path.name}: saving after a run changes the committed text notebook")
