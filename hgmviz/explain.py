@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .render import DotNotFound, draw, draw_compare, render_text
-from .scenarios import (Scenario, ScenarioError, format_size, list_scenarios, read_scenario,
-                        scenario_path, session_from_scenario)
+from .scenarios import (Scenario, ScenarioError, format_size, is_scenario_path, list_scenarios,
+                        read_scenario, scenario_path, session_from_scenario)
 from .schemes import SCHEMES
 from .session import InvalidOperation, Session
 from .describe import UPDATE_LABELS, classify, op_label
@@ -108,9 +108,7 @@ class Explainer:
 # =========================================================================================
 # Building: replay, then visit each position
 # =========================================================================================
-def _is_path(arg: str) -> bool:
-    return os.sep in arg or bool(os.altsep and os.altsep in arg) or \
-        arg.endswith(".toml") or os.path.exists(arg)
+_is_path = is_scenario_path      # a slash or .toml: a path; else a shipped name (never the cwd)
 
 
 def _read(source) -> tuple:
@@ -849,7 +847,9 @@ def _parser() -> argparse.ArgumentParser:
                 "one HTML page,\nas plain text for email, or as one SVG per step.",
                 epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", metavar="SCENARIO",
-                   help="a shipped scenario name or a path to a scenario file")
+                   help="a shipped scenario name, or a path to a scenario file: an argument "
+                   "with a slash or ending in .toml is a path (./tour for a file called "
+                   "tour), anything else a shipped name")
     p.add_argument("-o", "--output", metavar="PATH",
                    help="the file to write (html, text) or the folder (svg)")
     p.add_argument("-f", "--format", choices=FORMATS, default=None,

@@ -53,23 +53,21 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import ops as _ops
 from .comparison import folio_counters
 from .mm import Machine
-from .ops import OPERATIONS as _OPS_OPERATIONS
-from .ops import Outcome, World, run_step
+from .ops import (INJECT_POINTS, OPERATIONS, Inject, InvalidOperation, Labels, Outcome, World,
+                  check_op, run_step)
+from .ops import quiet as _quiet
+from .scenario_file import Scenario, ScenarioError, read_scenario, save_session
 
 __all__ = ["Session", "Step", "SessionEvent", "InvalidOperation", "ReplayMismatch", "Inject",
            "machine_checkpoint", "machine_restore", "checkpoint_as_snapshot",
            "OPERATIONS", "MACHINE_KEYS", "INJECT_POINTS", "check_op", "Labels",
-           "STEP_KINDS"]
+           "STEP_KINDS", "session_from_scenario"]
 
 #: Machine keyword arguments a session (and a scenario header) accepts.
 MACHINE_KEYS = ("nr_hugepages", "geometry", "kernel", "guard", "errors", "hvo", "count_at",
                 "lookup_first")
-
-#: Points :meth:`hgmviz.mm.Machine.inject` accepts.
-INJECT_POINTS = ("pagecache_vanish", "after_pte_alloc")
 
 #: What a step did under one scheme.
 STEP_KINDS = ("ok", "failed", "partial", "state_kept", "skipped")
@@ -78,56 +76,8 @@ DEFAULT_BUDGET = 256 << 20
 
 
 # =========================================================================================
-# Inject: arm a one-shot error (Machine.inject) as an operation of the trace
-# =========================================================================================
-if "Inject" in _OPS_OPERATIONS:                       # pragma: no cover - once ops.py has it
-    Inject = _OPS_OPERATIONS["Inject"]
-    OPERATIONS = dict(_OPS_OPERATIONS)
-    _LOCAL_INJECT = False
-else:
-    @dataclass(frozen=True)
-    class Inject:
-        """``m.inject(point)``: arm a one-shot error for the next UFFDIO_CONTINUE.
-
-        ``"pagecache_vanish"``: the page leaves the page cache while UFFDIO_CONTINUE runs
-        (T13/T14); what that does depends on the machine's ``lookup_first``
-        (see :meth:`hgmviz.mm.Machine.inject`)."""
-
-        point: str = "pagecache_vanish"
-
-    OPERATIONS = dict(_OPS_OPERATIONS) | {"Inject": Inject}
-    _LOCAL_INJECT = True
-
-
-def _quiet(m: Machine, call_path=()):
-    """A step that ran no kernel code: no events, and the call path given."""
-    m.last_events = {k: v[:0] for k, v in m.last_events.items()}
-    m.last_counter_updates = dict.fromkeys(m.last_counter_updates, 0)
-    m.last_refusal, m.last_wrapped = None, ()
-    m.call_path = list(call_path)
-
-
-def _run(world: World, op) -> Outcome:
-    if _LOCAL_INJECT and isinstance(op, Inject):
-        world.machine.inject(op.point)
-        _quiet(world.machine, ["inject"])
-        return Outcome("ok")
-    return run_step(world, op)
-
-
-# =========================================================================================
 # Errors, records, events
 # =========================================================================================
-class InvalidOperation(ValueError):
-    """Input no kernel would see (unknown label, wrong type, value not allowed); nothing ran.
-
-    ``field`` names the offending field when there is one."""
-
-    def __init__(self, message: str, field: Optional[str] = None):
-        super().__init__(message)
-        self.field = field
-
-
 class ReplayMismatch(RuntimeError):
     """Re-applying a recorded step gave a different outcome (the simulator is meant to be
     deterministic, so this is a bug, or the history was edited)."""
@@ -197,163 +147,6 @@ class SessionEvent:
     def __repr__(self):
         return "<SessionEvent %s version %d position %d, %d step(s)>" % (
             self.kind, self.version, self.position, len(self.steps))
-
-
-# =========================================================================================
-# Validation of operations (shared with the scenario loader)
-# =========================================================================================
-@dataclass
-class Labels:
-    """The labels a trace has defined so far: processes, files, mapping addresses."""
-
-    procs: set = field(default_factory=set)
-    files: set = field(default_factory=set)
-    addrs: set = field(default_factory=set)
-
-    def copy(self) -> "Labels":
-        return Labels(set(self.procs), set(self.files), set(self.addrs))
-
-    def kind_set(self, kind):
-        return {"proc": self.procs, "file": self.files, "addr": self.addrs}[kind]
-
-
-_LABEL_WORD = {"proc": "process", "file": "file", "addr": "mapping"}
-_DEFINES = {("Spawn", "proc"): "proc", ("Fork", "child"): "proc",
-            ("MemfdCreate", "file"): "file", ("Mmap", "label"): "addr"}
-_ENUMS = {("Madvise", "advice"): tuple(_ops.ADVICE_NAMES), ("Inject", "point"): INJECT_POINTS}
-_UFFD_MODES = ("missing", "minor", "wp")
-
-
-def field_kind(opname: str, fname: str, annotation) -> str:
-    """How a field of an operation is checked: ``label:proc`` (a use), ``define:addr``,
-    ``enum``, ``uffd_mode``, ``hstate``, ``size``, ``optsize``, ``bool``, ``addr`` or ``any``."""
-    if (opname, fname) in _DEFINES:
-        return "define:" + _DEFINES[(opname, fname)]
-    if (opname, fname) in _ENUMS:
-        return "enum"
-    if (opname, fname) == ("UffdioRegister", "mode"):
-        return "uffd_mode"
-    if (opname, fname) == ("MemfdCreate", "hstate"):
-        return "hstate"
-    ann = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    if fname in ("proc", "child") and ann == "str":
-        return "label:proc"
-    if fname == "file" and ann == "str":
-        return "label:file"
-    if ann == "Addr":
-        return "addr"
-    if ann == "int":
-        return "size"
-    if ann == "Optional[int]":
-        return "optsize"
-    if ann == "bool":
-        return "bool"
-    if ann == "str":
-        return "str"
-    return "any"
-
-
-def _fmt_bytes(n: int) -> str:
-    for unit, sh in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << sh and n % (1 << sh) == 0:
-            return "%d %s" % (n >> sh, unit)
-    return "%d" % n
-
-
-def check_value(opname, fname, kind, value, labels: Labels, geometry=None, parse_size=None):
-    """Check (and normalise) one field value; raise ``InvalidOperation`` naming what is
-    allowed.  Only what no kernel call could express is checked here (types, labels, names
-    of advice and modes); values the kernel validates (alignment, sizes, hstates) go to the
-    machine, which answers with an errno.  ``parse_size`` (the scenario reader's) lets size
-    fields be strings like ``"2 MiB"``."""
-    where = "%s.%s" % (opname, fname)
-
-    def bad(msg):
-        raise InvalidOperation("%s: %s" % (where, msg), fname)
-
-    def size(v, allow_none=False):
-        if v is None and allow_none:
-            return None
-        if isinstance(v, str) and parse_size is not None:
-            try:
-                return parse_size(v)
-            except ValueError as e:
-                bad(str(e))
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            bad("must be an integer%s, not %r" % (" (bytes, or a size such as \"2 MiB\")"
-                                                  if parse_size else "", v))
-        return int(v)
-
-    def label(v, lk):
-        if not isinstance(v, str) or not v:
-            bad("must be a %s label (a non-empty string), not %r" % (_LABEL_WORD[lk], v))
-        if labels is not None and v not in labels.kind_set(lk):
-            known = sorted(labels.kind_set(lk))
-            bad("unknown %s label %r; %s" % (_LABEL_WORD[lk], v,
-                "defined so far: " + ", ".join(known) if known else "none defined yet"))
-        return v
-
-    if kind.startswith("define:"):
-        lk = kind.split(":")[1]
-        if not isinstance(value, str) or not value:
-            bad("must be a new %s label (a non-empty string), not %r" % (_LABEL_WORD[lk], value))
-        return value
-    if kind.startswith("label:"):
-        return label(value, kind.split(":")[1])
-    if kind == "enum":
-        allowed = _ENUMS[(opname, fname)]
-        if value not in allowed:
-            bad("%r is not allowed; allowed: %s" % (value, ", ".join(allowed)))
-        return value
-    if kind == "uffd_mode":
-        parts = value.split("|") if isinstance(value, str) else None
-        if not parts or any(p.strip() not in _UFFD_MODES for p in parts):
-            bad("%r is not allowed; allowed: missing, minor, wp, or several joined by '|'"
-                % (value,))
-        return value
-    if kind == "hstate":
-        # a size the geometry lacks is the kernel's to refuse (memfd_create: EINVAL)
-        return size(value)
-    if kind == "size":
-        return size(value)
-    if kind == "optsize":
-        return size(value, allow_none=True)
-    if kind == "bool":
-        if not isinstance(value, bool):
-            bad("must be true or false, not %r" % (value,))
-        return value
-    if kind == "addr":
-        if isinstance(value, str):
-            return label(value, "addr")
-        if isinstance(value, (tuple, list)):
-            if len(value) != 2:
-                bad("an address is a mapping label, [label, offset] or an integer, not %r"
-                    % (value,))
-            return (label(value[0], "addr"), size(value[1]))
-        return size(value)
-    if kind == "str":
-        if not isinstance(value, str):
-            bad("must be a string, not %r" % (value,))
-        return value
-    return value
-
-
-def check_op(op, labels: Optional[Labels], geometry=None):
-    """Check every field of ``op`` against ``labels`` (None: skip label checks); raise
-    :class:`InvalidOperation`.  Returns the labels this op defines as ``[(kind, name)]``."""
-    import dataclasses
-    cls = type(op)
-    name = cls.__name__
-    if OPERATIONS.get(name) is not cls:
-        raise InvalidOperation("not an operation: %r; operations: %s"
-                               % (op, ", ".join(OPERATIONS)))
-    defines = []
-    for f in dataclasses.fields(cls):
-        kind = field_kind(name, f.name, f.type)
-        check_value(name, f.name, kind, getattr(op, f.name), labels, geometry)
-        if kind.startswith("define:"):
-            defines.append((kind.split(":")[1], getattr(op, f.name)))
-    return defines
 
 
 # =========================================================================================
@@ -761,7 +554,7 @@ class Session:
             m = w.machine
             v0 = m.version
             try:
-                out = _run(w, op)
+                out = run_step(w, op)
             except KeyError as e:
                 # a label that exists under another scheme, whose defining step failed here
                 msg = e.args[0] if e.args else ""
@@ -1009,7 +802,6 @@ class Session:
     # ---- files ---------------------------------------------------------------------------
     def save(self, path):
         """Write the session (header and every step of the history) as a scenario file."""
-        from .scenarios import save_session
         save_session(self, path)
 
     @_HybridMethod
@@ -1018,7 +810,6 @@ class Session:
         ``session.load(path)``: replace this session's content (subscribers are kept and
         told ``load``).  A malformed file raises :class:`~hgmviz.scenarios.ScenarioError`
         and changes nothing."""
-        from .scenarios import session_from_scenario, read_scenario
         sc = read_scenario(path)
         new = session_from_scenario(sc, snapshot_budget=(self.snapshot_budget if self is not None
                                                          else DEFAULT_BUDGET))
@@ -1039,3 +830,36 @@ class Session:
         return "<Session %s%s: step %d of %d, version %d>" % (
             "/".join(self.schemes), (" %r" % self.title) if self.title else "", self._pos,
             len(self._history), self._version)
+
+
+# =========================================================================================
+# Replaying
+# =========================================================================================
+def session_from_scenario(sc: Scenario, snapshot_budget: int = DEFAULT_BUDGET) -> Session:
+    """A new session with every step of ``sc`` applied; each step's outcome is checked
+    against its ``expect`` (a mismatch is a :class:`ScenarioError` at that step's line)."""
+    try:
+        s = Session(schemes=list(sc.schemes), title=sc.title, description=sc.description,
+                    watch=sc.watch, snapshot_budget=snapshot_budget, **sc.config)
+    except (TypeError, ValueError) as e:
+        raise ScenarioError("header: %s" % e, sc.path, 1) from None
+    for i, st in enumerate(sc.steps):
+        name = type(st.op).__name__
+        try:
+            s.apply(st.op, narration=st.narration)
+        except InvalidOperation as e:
+            raise ScenarioError("step %d (%s): %s" % (i + 1, name, e), sc.path, st.line,
+                                getattr(e, "field", None), i + 1) from None
+        got = s.last
+        for scheme in sc.schemes:
+            want = st.expected(scheme)
+            out = got.outcomes[scheme]
+            if out.status != want:
+                line = sc.lines["steps"][i][1].get("expect", st.line) if i < len(
+                    sc.lines.get("steps", ())) else st.line
+                raise ScenarioError(
+                    "step %d (%s): expected %s under %s, got %s%s" % (
+                        i + 1, name, want, scheme, out.status,
+                        (": " + out.message) if out.message else ""),
+                    sc.path, line, "expect", i + 1)
+    return s

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .mm import Machine
 from .ops import (Exit, Fallocate, Fork, Madvise, MemfdCreate, Mmap, Munmap, Spawn, Touch,
                   UffdioContinue, UffdioRegister, World, run_step)
+from .units import format_size
 
 SCHEME_CHOICES = ("mainline", "per_piece", "thp_like", "hstate_present")
 
@@ -55,47 +56,9 @@ class Problem:
         return "\n".join(lines)
 
 
-def _size(n: int) -> str:
-    for unit, sh in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << sh and n % (1 << sh) == 0:
-            return "%d %s" % (n >> sh, unit)
-    return "%d B" % n
-
-
-def describe(op, p) -> str:
-    """One line of pseudo-C for a step."""
-    def addr(a):
-        if isinstance(a, tuple):
-            return "%s + %s" % (a[0], _size(a[1])) if a[1] else a[0]
-        return str(a)
-    name = type(op).__name__
-    if name == "Spawn":
-        return "%s = spawn()" % op.proc
-    if name == "MemfdCreate":
-        return "%s = memfd_create(MFD_HUGETLB, %s hugepages), size %s" % (
-            op.file, _size(op.hstate), _size(op.size))
-    if name == "Fallocate":
-        return "fallocate(%s, 0, %s)" % (op.file, _size(op.length))
-    if name == "Mmap":
-        return "%s = %s: mmap(%s, MAP_SHARED, %s, offset %s)" % (
-            op.label, op.proc, _size(op.length), op.file, _size(op.offset) if op.offset else 0)
-    if name == "Touch":
-        return "%s: write one byte at %s" % (op.proc, addr(op.addr))
-    if name == "Fork":
-        return "%s = fork() of %s" % (op.child, op.proc)
-    if name == "Exit":
-        return "%s: exit()" % op.proc
-    if name == "Munmap":
-        return "%s: munmap(%s, %s)" % (op.proc, addr(op.addr), _size(op.length))
-    if name == "Madvise":
-        return "%s: madvise(%s, %s, %s)" % (op.proc, addr(op.addr), _size(op.length), op.advice)
-    if name == "UffdioRegister":
-        return "%s: UFFDIO_REGISTER(%s, %s, mode %s%s)" % (
-            op.proc, addr(op.addr), _size(op.length), op.mode,
-            ", UFFD_FEATURE_EVENT_FORK" if op.event_fork else "")
-    if name == "UffdioContinue":
-        return "%s: UFFDIO_CONTINUE(%s, %s)" % (op.proc, addr(op.addr), _size(op.length))
-    return repr(op)
+def describe(op, p=None) -> str:
+    """One line of pseudo-C for a step (the record's own ``describe("c")``)."""
+    return op.describe("c")
 
 
 def _plan(rng: random.Random, H: int, P: int, hgm: bool, nsteps: int):
@@ -163,7 +126,7 @@ def homework(seed: int, scheme: str = None, geometry: str = "toy", kernel: str =
     last = {}
     for i, op in enumerate(plan, 1):
         out = run_step(w, op)
-        if out.status != "ok" and type(op).__name__ not in ("Spawn", "MemfdCreate"):
+        if out.status != "ok" and not isinstance(op, (Spawn, MemfdCreate)):
             questions.append(Question(i, "Does step %d succeed? If not, what does the kernel "
                                       "answer (errno or signal)?" % i,
                                       "no: %s" % out.status if out.status != "ok" else "yes"))
@@ -195,7 +158,7 @@ def homework(seed: int, scheme: str = None, geometry: str = "toy", kernel: str =
             questions.append(Question(i, "After step %d, what does /proc/kpagecount show for "
                                       "page %d of that folio?" % (i, j), str(folio.page_mapcount(j))))
     params = {"geometry": g.name, "scheme": scheme, "kernel": kernel, "pool": "%d x %s hugepages"
-              % (pool[H], _size(H)), "page": _size(P), "hstate": _size(H),
+              % (pool[H], format_size(H)), "page": format_size(P), "hstate": format_size(H),
               "pages": h.pages_per_huge_page(), "pc_refs": m.kernel.pagecache_refs(
                   h.pages_per_huge_page())}
     return Problem(seed, params, tuple(plan), tuple(questions))

@@ -41,32 +41,18 @@ GUARD_CHOICES = (("none (wraps)", "none"), ("INT_MAX/2 (T9 proposal)", "int_max_
 ERROR_CHOICES = (("proposed: ENOMEM / SIGBUS", "proposed"),
                  ("v2: EFAULT / SIGBUS, fork fails", "v2"))
 
-#: The operation buttons: (key, label, tooltip).  The tooltip names the kernel path.
-OPERATION_BUTTONS = (
-    ("touch", "touch", "Access one byte at the address: a page fault if the page is not "
-     "mapped (hugetlb_fault → hugetlb_no_page)"),
-    ("continue", "UFFDIO_CONTINUE", "Map the page-cache pages of [address, address+length) "
-     "(mfill_atomic_hugetlb → hugetlb_mfill_atomic_pte); needs UFFDIO_REGISTER (minor)"),
-    ("split", "MADV_SPLIT", "madvise(MADV_SPLIT) over [address, address+length): set "
-     "VM_HUGETLB_HGM so the VMA can be mapped in pieces (HGM v1 09/46)"),
-    ("collapse", "MADV_COLLAPSE", "madvise(MADV_COLLAPSE): replace small leaves by the "
-     "largest ones (hugetlb_collapse, HGM v2 34/46)"),
-    ("dontneed", "MADV_DONTNEED", "madvise(MADV_DONTNEED): zap the range "
-     "(zap_page_range_single → __unmap_hugepage_range)"),
-    ("munmap", "munmap", "munmap(address, length) (do_vmi_munmap → __unmap_hugepage_range)"),
-    ("fork", "fork", "fork() the selected process (copy_hugetlb_page_range where the VMA "
-     "needs it)"),
-    ("exit", "exit", "The selected process exits (exit_mmap)"),
-    ("close", "close", "close() the selected file's descriptor (the VMAs keep the file open)"),
-    ("register", "UFFDIO_REGISTER", "userfaultfd + UFFDIO_REGISTER(minor) over [address, "
-     "address+length): what UFFDIO_CONTINUE needs"),
-    ("mmap", "mmap", "mmap(MAP_SHARED) the whole selected file once more in the selected "
-     "process: a new VMA"),
-    ("spawn", "spawn", "A new process with an empty address space"),
-)
-_NEEDS_VMA = {"touch", "continue", "split", "collapse", "dontneed", "munmap", "register"}
-_NEEDS_LENGTH = {"continue", "split", "collapse", "dontneed", "munmap", "register"}
-_ADVICE = {"split": "MADV_SPLIT", "collapse": "MADV_COLLAPSE", "dontneed": "MADV_DONTNEED"}
+#: The operation buttons: (key, label, tooltip), from the operation records
+#: (:func:`hgmviz.ops.buttons`); the tooltip names the kernel path.
+_BUTTONS = {key: (cls, preset) for key, _l, _t, cls, preset in O.buttons()}
+OPERATION_BUTTONS = tuple((key, label, tip) for key, label, tip, _c, _p in O.buttons())
+
+
+def _needs(key: str) -> str:
+    """What a button needs selected: "vma" (it takes an address), "proc", "file" or ""."""
+    forms = {f.metadata.get("form") for f in O.fields_of(_BUTTONS[key][0])}
+    return next((n for n, form in (("vma", "addr"), ("proc", "proc"), ("file", "file"))
+                 if form in forms), "")
+
 
 _DEFAULT_POOL = {"toy": {1 << 18: 2}, "x86_64": {2 << 20: 4, 1 << 30: 1},
                  "x86_64-5level": {2 << 20: 4, 1 << 30: 1}}
@@ -438,39 +424,34 @@ class Explorer:
 
     def build_op(self, key: str):
         """The operation button ``key`` stands for, from the current controls (raises
-        ValueError naming what is missing or malformed)."""
-        proc = self.w_proc.value
+        ValueError naming what is missing or malformed): each field of the operation's
+        record is filled by the control its kind names."""
+        if key not in _BUTTONS:
+            raise ValueError("unknown operation %r; operations: %s"
+                             % (key, ", ".join(k for k, _, _ in OPERATION_BUTTONS)))
+        cls, preset = _BUTTONS[key]
         labels = self.session.labels()
-        if key == "spawn":
-            return O.Spawn(self._new_label("p", labels.procs))
-        if key == "close":
-            if not self.w_file.value:
-                raise ValueError("no file to close")
-            return O.Close(self.w_file.value)
-        if not proc:
-            raise ValueError("no process: spawn one")
-        if key == "fork":
-            return O.Fork(proc, self._new_label("c", labels.procs))
-        if key == "exit":
-            return O.Exit(proc)
-        if key == "mmap":
-            f = self.world.files.get(self.w_file.value)
-            if f is None:
-                raise ValueError("no file to map")
-            return O.Mmap(proc, self.w_file.value, f.size, self._new_label("a", labels.addrs))
-        addr, length = self._range()
-        if key == "touch":
-            return O.Touch(proc, addr)
-        if key == "continue":
-            return O.UffdioContinue(proc, addr, length)
-        if key in _ADVICE:
-            return O.Madvise(proc, addr, length, _ADVICE[key])
-        if key == "munmap":
-            return O.Munmap(proc, addr, length)
-        if key == "register":
-            return O.UffdioRegister(proc, addr, length, "minor")
-        raise ValueError("unknown operation %r; operations: %s"
-                         % (key, ", ".join(k for k, _, _ in OPERATION_BUTTONS)))
+        args, rng = dict(preset), None
+        for f in O.fields_of(cls):
+            form = f.metadata.get("form")
+            if f.name in args or form is None:
+                continue
+            if form == "proc":
+                if not self.w_proc.value:
+                    raise ValueError("no process: spawn one")
+                args[f.name] = self.w_proc.value
+            elif form in ("file", "file_size"):
+                fl = self.world.files.get(self.w_file.value)
+                if fl is None:
+                    raise ValueError("no file to %s" % cls.spec.word)
+                args[f.name] = self.w_file.value if form == "file" else fl.size
+            elif form.startswith("new:"):
+                kind = f.metadata["kind"].defines
+                args[f.name] = self._new_label(form[4:], labels.kind_set(kind))
+            elif form in ("addr", "length"):
+                rng = rng or self._range()
+                args[f.name] = rng[0] if form == "addr" else rng[1]
+        return cls(**args)
 
     def do(self, key: str):
         """What the button ``key`` does: build its operation and apply it."""
@@ -690,11 +671,12 @@ class Explorer:
         p = self.world.procs.get(self.w_proc.value)
         alive = p is not None and p.alive
         for key, b in self.buttons.items():
-            if key in _NEEDS_VMA:
+            needs = _needs(key)
+            if needs == "vma":
                 b.disabled = not (alive and has_vma)
-            elif key in ("fork", "exit", "mmap"):
+            elif needs == "proc":
                 b.disabled = not alive
-            elif key == "close":
+            elif needs == "file":
                 b.disabled = not self.w_file.value
         s = self.session
         self.b_undo.disabled = not s.can_undo
