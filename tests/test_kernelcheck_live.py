@@ -227,18 +227,152 @@ def test_exclusive_pool_and_overcommit_are_restored(machine_state):
                 fh.write(old)
 
 
+def _nr_path():
+    return os.path.join(live.hstate_dir(2 * MiB), "nr_hugepages")
+
+
+def _set_nr(value):
+    with open(_nr_path(), "w") as fh:
+        fh.write(str(value))
+
+
 def test_someone_else_resizing_the_pool_is_reported_and_kept(machine_state):
-    path = os.path.join(live.hstate_dir(2 * MiB), "nr_hugepages")
+    """Issue 17 item 1: an administrator's write during the run survives the check's end."""
+    path = _nr_path()
     start = int(machine_state[0][path])
-    with live.LiveMachine(nr_hugepages={2 * MiB: 2}) as m:
-        with open(path, "w") as fh:                 # "another user" adds one page
-            fh.write(str(start + 3))
-    assert any("nr_hugepages: %d at the start, %d at the end" % (start + 2, start + 3) in w
-               for w in m.interference)
-    assert open(path).read().strip() == str(start + 1)   # only our two pages were taken back
-    with live.host_lock():
-        with open(path, "w") as fh:
-            fh.write(str(start))
+    try:
+        with live.LiveMachine(nr_hugepages={2 * MiB: 2}) as m:
+            _set_nr(start + 3)                      # "another user" sets the pool to start+3
+        assert any("nr_hugepages: %d at the start, %d at the end" % (start + 2, start + 3) in w
+                   for w in m.interference)
+        assert any("set to %d by someone else" % (start + 3) in w and "left as it is" in w
+                   for w in m.interference)
+        assert open(path).read().strip() == str(start + 3)   # never lowered below their value
+    finally:
+        with live.host_lock():
+            _set_nr(start)
+
+
+def test_someone_else_resizing_the_pool_before_the_write_is_kept(machine_state, monkeypatch):
+    """The race the issue timed: a write between the check's first read of the pool and its
+    own write (while the guardian starts).  The check adds its pages on top, says so, and takes
+    back only its own."""
+    path = _nr_path()
+    start = int(machine_state[0][path])
+    real = live.PoolKeeper.start_guardian
+
+    def slow_start(keeper):
+        real(keeper)
+        _set_nr(start + 3)
+
+    monkeypatch.setattr(live.PoolKeeper, "start_guardian", slow_start)
+    try:
+        with live.LiveMachine(nr_hugepages={2 * MiB: 2}) as m:
+            assert open(path).read().strip() == str(start + 5)
+        assert any("changed from %d to %d before the check wrote it" % (start, start + 3) in w
+                   for w in m.interference)
+        assert open(path).read().strip() == str(start + 3)
+    finally:
+        with live.host_lock():
+            _set_nr(start)
+
+
+_WRITER = r"""
+import sys, time
+delay, path, value = float(sys.argv[1]), sys.argv[2], sys.argv[3]
+sys.stdin.readline()
+time.sleep(delay)
+t = time.monotonic()
+with open(path, "w") as f:
+    f.write(value)
+print(t, flush=True)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.03, 0.1, 0.25, 0.6])
+def test_a_concurrent_administrator_keeps_the_pool_it_set(delay, machine_state):
+    """A separate process sets nr_hugepages to start+5 at some moment while a machine is set
+    up, used and closed.  Whenever it lands, the pool ends at start+5, and a write that landed
+    while the machine was open is reported."""
+    path = _nr_path()
+    start = int(machine_state[0][path])
+    w = subprocess.Popen([sys.executable, "-c", _WRITER, str(delay), path, str(start + 5)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        t_open = time.monotonic()
+        w.stdin.write("go\n")
+        w.stdin.flush()
+        m = None
+        try:
+            with live.LiveMachine(nr_hugepages={2 * MiB: 2}) as m:
+                f = m.memfd_create(4 * MiB)
+                p = m.spawn()
+                p.touch(p.mmap(f, 4 * MiB))
+                time.sleep(0.2)
+        except live.CannotRun as e:              # the write hit the reservation: it backed off
+            assert "backs off" in str(e)
+        t_closed = time.monotonic()
+        t_write = float(w.stdout.readline())
+        assert w.wait(10) == 0
+        assert open(path).read().strip() == str(start + 5)
+        if m is not None and t_open < t_write < t_closed - 0.05:
+            assert any("someone else" in x for x in m.interference), m.interference
+    finally:
+        if w.poll() is None:
+            w.kill()
+            w.wait()
+        with live.host_lock():
+            _set_nr(start)
+
+
+def test_the_guardian_leaves_an_outside_change_after_sigkill(machine_state):
+    path = _nr_path()
+    start = int(machine_state[0][path])
+    code = _VICTIM % {"repo": REPO, "wait": "time.sleep(60)"}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        json.loads(proc.stdout.readline())
+        _set_nr(start + 7)                            # the administrator, meanwhile
+        proc.kill()
+        proc.wait(20)
+        err = proc.stderr.read()                      # EOF once the guardian is done too
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    try:
+        assert "set to %d by someone else" % (start + 7) in err, err
+        assert "Traceback" not in err
+        with live.host_lock():                        # the guardian held it until done
+            assert open(path).read().strip() == str(start + 7)
+    finally:
+        with live.host_lock():
+            _set_nr(start)
+
+
+def test_ctrl_c_on_kernel_check_prints_no_traceback_and_exits_130(machine_state):
+    """Issue 17 item 10: one line, the pool given back, exit status 130."""
+    before = machine_state[0]
+    path = _nr_path()
+    proc = subprocess.Popen([sys.executable, "-m", "hgmviz", "kernel-check", "--scenario",
+                             "pmd_sharing"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    try:
+        deadline = time.monotonic() + 60
+        while open(path).read().strip() == before[path]:       # wait until it reserved
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "interrupted" in err
+    assert _resting_state()[0] == before
 
 
 # --- Ctrl-C, SIGTERM, SIGKILL -----------------------------------------------------------------
@@ -255,7 +389,7 @@ c = p.fork()
 c.touch(a + (2 << 20))
 p.uffdio_register(a, 4 << 20, mode="wp", event_fork=True)
 g = p.fork()
-pids = [q.pid for q in m.processes] + [m._prober.pid, m._guardian.pid]
+pids = [q.pid for q in m.processes] + [m._prober.pid, m.guardian_pid]
 print(json.dumps(pids), flush=True)
 %(wait)s
 """

@@ -16,9 +16,11 @@ Roles (argv[1]):
 ``worker``
     A scenario process: mmap, munmap, madvise, userfaultfd(2) and its ioctls, fork, exit.
 ``guardian``
-    Holds the original hugetlb settings (JSON on stdin).  If its stdin reaches end of file
-    without the word ``disarm`` first (the driver was killed, even by SIGKILL), it writes the
-    settings back.  The driver restores them itself in every other case.
+    Hears of every hugetlb setting the driver changes (a JSON line on stdin before the write
+    and one after it, see ``pool.Change``).  If its stdin reaches end of file without the word
+    ``disarm`` first (the driver was killed, even by SIGKILL), it gives back each change that
+    still reads what the driver left, and leaves (and names) every one somebody else changed
+    meanwhile.  The driver restores them itself in every other case.
 
 The prober (the process that *touches* memory of another process, see ``op_poke``) is a
 ``worker`` too.
@@ -487,25 +489,78 @@ class Worker:
         return {"ok": 0}
 
 
+HUGEPAGES_SYSFS = "/sys/kernel/mm/hugepages"
+
+
+def _persistent(path):
+    """What a write to ``path`` sets (pool.persistent: nr_hugepages without surplus pages)."""
+    with open(path) as f:
+        value = int(f.read().strip())
+    if os.path.basename(path) == "nr_hugepages" and path.startswith(HUGEPAGES_SYSFS):
+        with open(os.path.join(os.path.dirname(path), "surplus_hugepages")) as f:
+            value -= int(f.read().strip())
+    return value
+
+
+def _give_back(rec):
+    """pool.PoolKeeper.restore for one change: only if it still reads what the check left."""
+    path, before, target, got = rec["path"], rec["before"], rec["target"], rec.get("got")
+    now = _persistent(path)
+    if now == before:
+        return
+    if rec.get("disowned"):
+        ours = False
+    elif got is not None:
+        ours = now == got
+    else:
+        ours = min(before, target) <= now <= max(before, target)
+    if not ours:
+        sys.stderr.write("hgmviz guardian: %s was set to %d by someone else while the check "
+                         "ran: left as it is\n" % (path, now))
+        return
+    for _ in range(40):
+        with open(path, "w") as f:
+            f.write(str(before))
+        if _persistent(path) == before:
+            return
+        time.sleep(0.05)                                # pages still being freed
+    sys.stderr.write("hgmviz guardian: %s reads %d after writing %d\n"
+                     % (path, _persistent(path), before))
+
+
 def _guardian():
-    """Restore the settings in stdin's first line unless the driver disarms us first."""
+    """Give back the changes announced on stdin (one JSON line each, see pool.Change) unless
+    the driver disarms us first; stdin reaching end of file means the driver is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    first = sys.stdin.readline()
-    settings = json.loads(first)
-    sys.stdout.write("armed\n")
-    sys.stdout.flush()
-    rest = sys.stdin.read()
-    if "disarm" in rest:
-        return 0
-    # The driver died without restoring: wait for its children to let go of their pages.
-    time.sleep(0.5)
-    for path, value in settings:
+    try:
+        sys.stdout.write("armed\n")
+        sys.stdout.flush()
+    except OSError:                     # the driver died before it read this: keep going (stdin
+        null = os.open(os.devnull, os.O_WRONLY)     # tells whether it changed anything), and
+        os.dup2(null, 1)                            # let the exit's flush of "armed" succeed
+        os.close(null)
+    changes = {}
+    for line in sys.stdin:
+        line = line.strip()
+        if line == "disarm":
+            return 0
         try:
-            with open(path, "w") as f:
-                f.write(str(value))
-        except OSError as e:
-            sys.stderr.write("hgmviz guardian: could not restore %s=%s: %s\n" % (path, value, e))
+            rec = json.loads(line)
+        except ValueError:              # a line cut short by the driver's death
+            continue
+        if isinstance(rec, dict) and "path" in rec:
+            changes.pop(rec["path"], None)
+            changes[rec["path"]] = rec
+    if not changes:
+        return 0
+    time.sleep(0.5)                     # the driver's children let go of their pages
+    for rec in reversed(list(changes.values())):
+        try:
+            _give_back(rec)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            sys.stderr.write("hgmviz guardian: could not restore %s: %s\n"
+                             % (rec.get("path"), e))
     return 0
 
 

@@ -14,7 +14,8 @@ started.
 
 Exit status: 0 when every step of every scenario agrees; 1 when something disagrees; 2 when
 nothing disagrees but some scenario could not run (the reason is printed: not root, no 1 GiB
-pages, ...).
+pages, ...); 130 after Ctrl-C (the check ends its processes and gives back its hugetlb pages
+first, and prints one line, no traceback).
 """
 from __future__ import annotations
 
@@ -231,7 +232,13 @@ def main(argv=None) -> int:
     except KeyError as e:
         print(str(e.args[0]), file=sys.stderr)
         return 2
-    report = run_check(names, against=args.against, touch=args.touch)
+    try:
+        report = run_check(names, against=args.against, touch=args.touch)
+    except KeyboardInterrupt:
+        # LiveMachine.close() has run on the way out (it blocks Ctrl-C while it restores)
+        print("hgmviz kernel-check: interrupted; its processes have ended and the hugetlb "
+              "pool settings it changed are given back", file=sys.stderr)
+        return 130
     if args.json:
         json.dump(report, sys.stdout, indent=1)
         sys.stdout.write("\n")

@@ -62,7 +62,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import Iterable, Mapping
@@ -70,6 +69,9 @@ from typing import Iterable, Mapping
 from ..errors import SigBus, SigSegv
 from ..errors import UserfaultPending as _UserfaultPending
 from . import procfs
+from .pool import (CannotRun, PoolKeeper, acquire_lock, hstate_dir, host_lock,  # noqa: F401
+                   settings_snapshot)
+from .pool import fmt_size as _fmt_size
 
 __all__ = [
     "LiveMachine", "LiveProcess", "LiveFile", "CannotRun", "SigBus", "SigSegv",
@@ -95,15 +97,6 @@ TOUCH_TIMEOUT = 5.0
 
 
 # --- outcomes -------------------------------------------------------------------------------
-class CannotRun(RuntimeError):
-    """The live check cannot run here: ``why`` it cannot and ``fix``, what would make it run."""
-
-    def __init__(self, why: str, fix: str):
-        super().__init__("cannot run: %s; %s" % (why, fix))
-        self.why = why
-        self.fix = fix
-
-
 class UserfaultPending(_UserfaultPending):
     """The fault was handed to userfaultfd (:class:`hgmviz.errors.UserfaultPending`, plus the
     ``uffd_msg.pagefault.flags`` the kernel reported)."""
@@ -120,55 +113,6 @@ class TouchTimeout(TimeoutError):
 class ProcessGone(OSError):
     def __init__(self, pid: int):
         super().__init__(_errno.ESRCH, "process %d has exited" % pid)
-
-
-# --- settings -------------------------------------------------------------------------------
-def hstate_dir(size: int) -> str:
-    return os.path.join(procfs.HUGEPAGES_SYSFS, "hugepages-%dkB" % (size >> 10))
-
-
-def _fmt_size(size: int) -> str:
-    for unit, sh in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if size >= 1 << sh and size % (1 << sh) == 0:
-            return "%d %s" % (size >> sh, unit)
-    return "%d B" % size
-
-
-def settings_snapshot() -> dict[str, str]:
-    """Every hugetlb pool setting the live check could touch, as the files read now."""
-    paths = ["/proc/sys/vm/nr_hugepages", "/proc/sys/vm/nr_overcommit_hugepages"]
-    try:
-        for name in sorted(os.listdir(procfs.HUGEPAGES_SYSFS)):
-            for k in ("nr_hugepages", "nr_overcommit_hugepages"):
-                paths.append(os.path.join(procfs.HUGEPAGES_SYSFS, name, k))
-    except OSError:
-        pass
-    out = {}
-    for p in paths:
-        try:
-            with open(p) as f:
-                out[p] = f.read().strip()
-        except OSError:
-            pass
-    return out
-
-
-def _read_int(path: str) -> int:
-    with open(path) as f:
-        return int(f.read().strip())
-
-
-def _persistent(path: str) -> int:
-    """What a write to ``path`` set: for nr_hugepages the pool without its surplus pages."""
-    if os.path.basename(path) == "nr_hugepages" and path.startswith(procfs.HUGEPAGES_SYSFS):
-        pool = procfs.read_hugepage_pools()[procfs.hstate_size_from_dirname(os.path.dirname(path))]
-        return pool.nr_hugepages - pool.surplus_hugepages
-    return _read_int(path)
-
-
-def _write(path: str, value) -> None:
-    with open(path, "w") as f:
-        f.write(str(value))
 
 
 def check_can_run(hstates: Iterable[int] = (), *, userfaultfd: bool = False) -> None:
@@ -210,58 +154,6 @@ def check_can_run(hstates: Iterable[int] = (), *, userfaultfd: bool = False) -> 
                             "use a kernel with CONFIG_USERFAULTFD=y (and run as root, or set "
                             "vm.unprivileged_userfaultfd=1)")
         os.close(fd)
-
-
-# --- lock -----------------------------------------------------------------------------------
-def _lock_path() -> str:
-    for d in ("/run/lock", "/run", tempfile.gettempdir()):
-        if os.path.isdir(d) and os.access(d, os.W_OK):
-            return os.path.join(d, "hgmviz-kernelcheck.lock")
-    return os.path.join(tempfile.gettempdir(), "hgmviz-kernelcheck.lock")
-
-
-def _acquire_lock(timeout: float) -> int:
-    path = _lock_path()
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                try:
-                    holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-                except OSError:
-                    holder = "?"
-                os.close(fd)
-                raise CannotRun("another live hgmviz kernel check holds %s (pid %s)"
-                                % (path, holder or "?"),
-                                "wait for it to finish (only one may change the hugetlb pool "
-                                "at a time)")
-            time.sleep(0.05)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, b"%d\n" % os.getpid(), 0)
-    return fd
-
-
-@contextlib.contextmanager
-def host_lock(timeout: float = 120.0):
-    """Hold the host-wide lock every :class:`LiveMachine` holds while it is open.
-
-    While it is held no LiveMachine (in any process) is open, so the hugetlb settings read then
-    are the machine's resting state: what tests compare before and after.  It yields the lock's
-    fd: ``LiveMachine(..., lock=fd)`` runs under it (for a caller that changes settings itself
-    around a machine).
-    """
-    fd = _acquire_lock(timeout)
-    try:
-        yield fd
-    finally:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
 
 
 # --- talking to a worker --------------------------------------------------------------------
@@ -552,19 +444,18 @@ class LiveMachine:
         self.processes: list[LiveProcess] = []
         self.files: list[LiveFile] = []
         self._prober: LiveProcess | None = None
-        self._written: list[tuple[str, str, int, int]] = []   # (path, original, old, new)
+        self._pool: PoolKeeper | None = None
         self._start_pools: dict = {}
         self.interference: list[str] = []
         self._closed = False
         self._broken = ""
         self._lock_fd = -1
-        self._guardian = None
         self._prev_handlers = {}
         self._prev_subreaper = None
         self.restore_problems: list[str] = []
         check_can_run(self.nr_hugepages)
         self._own_lock = lock is None
-        self._lock_fd = _acquire_lock(lock_timeout) if lock is None else lock
+        self._lock_fd = acquire_lock(lock_timeout) if lock is None else lock
         _OPEN.append(self)
         if not _ATEXIT:
             atexit.register(_close_all_open)
@@ -606,81 +497,15 @@ class LiveMachine:
             self._prev_subreaper = cur.value
             libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
-    def _plan(self) -> list[tuple[str, int, int]]:
-        """(path, old, new) for every setting to write, computed before writing any.
-
-        ``old`` and ``new`` are persistent pool sizes (nr_hugepages - surplus_hugepages: what a
-        write to nr_hugepages sets) or overcommit values.
-        """
-        plan = []
-        pools = procfs.read_hugepage_pools()
-        for size, n in sorted(self.nr_hugepages.items()):
-            pool = pools[size]
-            d = hstate_dir(size)
-            if self.exclusive:
-                if pool.nr_overcommit_hugepages:
-                    plan.append((os.path.join(d, "nr_overcommit_hugepages"),
-                                 pool.nr_overcommit_hugepages, 0))
-                available = max(0, pool.free_hugepages - pool.resv_hugepages)
-                persistent = pool.nr_hugepages - pool.surplus_hugepages
-                plan.append((os.path.join(d, "nr_hugepages"), persistent,
-                             persistent - available + n))
-            else:
-                persistent = pool.nr_hugepages - pool.surplus_hugepages
-                plan.append((os.path.join(d, "nr_hugepages"), persistent, persistent + n))
-        return plan
-
-    def _start_guardian(self, originals: list[tuple[str, str]]):
-        g = subprocess.Popen([sys.executable, "-I", "-S", WORKER, "guardian"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                             pass_fds=[self._lock_fd], start_new_session=True)
-        g.stdin.write(json.dumps(originals[::-1]) + "\n")
-        g.stdin.flush()
-        if g.stdout.readline().strip() != "armed":
-            raise RuntimeError("the settings guardian did not start")
-        self._guardian = g
-
     def _reserve(self):
-        plan = self._plan()
-        # Restore what a write sets: the persistent pool size (nr_hugepages - surplus), not the
-        # file's text, which also counts surplus pages (that would turn them persistent).
-        self._start_guardian([(path, old) for path, old, _new in plan])
-        before = procfs.read_hugepage_pools()
-        for path, old, new in plan:
-            self._written.append((path, str(old), old, new))
-            try:
-                _write(path, new)
-            except OSError as e:
-                raise CannotRun("writing %s=%s failed: %s" % (path, new, e),
-                                "run as root with a writable /sys and /proc/sys") from e
-            if path.endswith("/nr_hugepages"):     # the kernel may find fewer pages
-                size = procfs.hstate_size_from_dirname(os.path.dirname(path))
-                pool = procfs.read_hugepage_pools()[size]
-                if pool.nr_hugepages - pool.surplus_hugepages < new:
-                    # Gigantic pages need contiguous memory: compact once and try again.
-                    try:
-                        _write("/proc/sys/vm/compact_memory", 1)
-                        _write(path, new)
-                    except OSError:
-                        pass
-                    pool = procfs.read_hugepage_pools()[size]
-                self._written[-1] = (path, str(old), old,
-                                     pool.nr_hugepages - pool.surplus_hugepages)
-        after = self._start_pools = procfs.read_hugepage_pools()
-        for size, n in sorted(self.nr_hugepages.items()):
-            got = ((after[size].nr_hugepages - after[size].surplus_hugepages)
-                   - (before[size].nr_hugepages - before[size].surplus_hugepages))
-            avail = after[size].free_hugepages - after[size].resv_hugepages
-            short = (got < n or avail < n) if not self.exclusive else avail != n
-            if short:
-                mem = procfs.read_meminfo()
-                raise CannotRun(
-                    "asked the kernel for %d more %s pages and it found %d (%d free and "
-                    "unreserved; MemFree %d MiB): not enough free contiguous memory"
-                    % (n, _fmt_size(size), got, avail, mem.get("MemFree", 0) >> 10),
-                    "free memory or compact it (echo 1 > /proc/sys/vm/compact_memory), or "
-                    "reserve the pages at boot (e.g. hugepagesz=%s hugepages=%d on the kernel "
-                    "command line)" % ("1G" if size == 1 << 30 else "2M", n))
+        """Add this machine's pages to the pools, by deltas (see :mod:`.pool`)."""
+        self._pool = PoolKeeper(self._lock_fd)
+        self._start_pools = self._pool.reserve(self.nr_hugepages, self.exclusive)
+
+    @property
+    def guardian_pid(self) -> int | None:
+        """The settings guardian's pid while the machine is open."""
+        return None if self._pool is None else self._pool.guardian_pid
 
     # the scripting API
     def memfd_create(self, size: int, hstate: int = 2 << 20, name: str = "hgmviz") -> LiveFile:
@@ -860,42 +685,11 @@ class LiveMachine:
             libc.prctl(PR_SET_CHILD_SUBREAPER, self._prev_subreaper, 0, 0, 0)
             self._prev_subreaper = None
         self.interference = self._check_interference()
-        for path, text, old, new in reversed(self._written):
-            if path.endswith("/nr_hugepages"):
-                size = procfs.hstate_size_from_dirname(os.path.dirname(path))
-                pool = procfs.read_hugepage_pools()[size]
-                now = pool.nr_hugepages - pool.surplus_hugepages
-                if now != new:
-                    # Someone else resized the pool meanwhile: take back only what we added.
-                    text = str(max(0, now - (new - old)))
-                    problems.append("%s was changed by someone else while the check ran "
-                                    "(%d, not %d): removing only the %d pages added, to %s"
-                                    % (path, now, new, new - old, text))
-            for attempt in range(20):
-                try:
-                    _write(path, text)
-                except OSError as e:
-                    problems.append("restoring %s=%s: %s" % (path, text, e))
-                    break
-                if _persistent(path) == int(text):
-                    break
-                time.sleep(0.05)                   # pages still being freed
-            else:
-                problems.append("%s reads %s after writing %s" % (path, _persistent(path), text))
-        self._written = []
-        if self._guardian is not None:
-            g, self._guardian = self._guardian, None
-            try:
-                g.stdin.write("disarm\n")
-                g.stdin.close()
-            except (BrokenPipeError, OSError):
-                pass
-            try:
-                g.wait(5.0)
-            except subprocess.TimeoutExpired:
-                g.kill()
-                g.wait()
-            g.stdout.close()
+        if self._pool is not None:
+            self._pool.restore()
+            self._pool.disarm()
+            problems.extend(self._pool.problems + self._pool.left)   # said on stderr too
+            self.interference.extend(self._pool.warnings)
         if self._lock_fd >= 0 and self._own_lock:
             try:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
