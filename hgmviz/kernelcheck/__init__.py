@@ -26,13 +26,15 @@ Nothing here imports the simulator until a :class:`SimWorld` starts a machine, s
 side runs (and is tested) on its own.
 """
 from .live import CannotRun, LiveMachine, SigBus, SigSegv, UserfaultPending, check_can_run
-from .runner import LiveWorld, SimWorld, check_against_rules, compare_runs, run_scenario
-from .scenarios import SCENARIOS, Scenario, Step, get_scenario, scenario_names
+from .runner import (LiveWorld, SimWorld, agreement_rows, check_against_rules, compare_runs,
+                     run_scenario)
+from .scenarios import (SCENARIOS, CheckScenario, CheckStep, Scenario, Step, get_scenario,
+                        scenario_names)
 
 __all__ = [
     "LiveMachine", "CannotRun", "SigBus", "SigSegv", "UserfaultPending", "check_can_run",
-    "LiveWorld", "SimWorld", "run_scenario", "check_against_rules", "compare_runs",
-    "SCENARIOS", "Scenario", "Step", "get_scenario", "scenario_names", "main",
+    "LiveWorld", "SimWorld", "run_scenario", "check_against_rules", "agreement_rows",
+    "compare_runs", "SCENARIOS", "CheckScenario", "CheckStep", "Scenario", "Step", "get_scenario", "scenario_names", "main",
 ]
 
 

@@ -66,7 +66,7 @@ import threading
 import time
 from typing import Iterable, Mapping
 
-from ..errors import SigBus, SigSegv
+from ..errors import PartialProgress, SigBus, SigSegv
 from ..errors import UserfaultPending as _UserfaultPending
 from . import procfs
 from .pool import (CannotRun, PoolKeeper, acquire_lock, hstate_dir, host_lock,  # noqa: F401
@@ -182,6 +182,8 @@ def _result(reply: dict, pid: int, what: str):
     if "errno" in reply:
         e = OSError(reply["errno"], "%s: %s" % (_errno.errorcode.get(reply["errno"], "?"),
                                                 reply.get("msg", what)))
+        if reply["errno"] == _errno.EAGAIN and "mapped" in reply:
+            raise PartialProgress(reply["mapped"], e)    # the kernel kept part of the range
         if "mapped" in reply:
             e.mapped = reply["mapped"]
         raise e
@@ -312,7 +314,8 @@ class LiveProcess:
                            "mode": bits, "features": features})
 
     def uffdio_continue(self, addr: int, length: int) -> int:
-        """UFFDIO_CONTINUE; partial progress raises OSError(EAGAIN) with ``.mapped``."""
+        """UFFDIO_CONTINUE; partial progress raises :class:`~hgmviz.errors.PartialProgress`
+        (an OSError, EAGAIN) with ``.mapped``."""
         return self._call({"op": "uffd_continue", "start": addr, "length": length})
 
     def uffdio_writeprotect(self, addr: int, length: int, wp: bool = True) -> None:

@@ -19,10 +19,17 @@ import platform
 import shutil
 import sys
 
+from .. import ops as O
+from ..ops import World, run_step
 from . import procfs
 from .live import LiveMachine
 
 MiB = 1 << 20
+
+#: The known state, as operation records (:mod:`hgmviz.ops`) run on the live kernel.
+STEPS = (O.MemfdCreate("f", 4 * MiB, 2 * MiB), O.Spawn("p"), O.Mmap("p", "f", 4 * MiB, "a"),
+         O.Mmap("p", "f", 4 * MiB, "b"), O.Touch("p", ("a", 0x5000)), O.Touch("p", ("b", 0x1000)),
+         O.UffdioRegister("p", "b", 4 * MiB, "minor"))
 
 
 def _copy_pools(dest: str) -> None:
@@ -59,13 +66,12 @@ def record(dest: str) -> dict:
 
     states = b""
     with LiveMachine(nr_hugepages={2 * MiB: 4}) as m:
-        f = m.memfd_create(4 * MiB)
-        p = m.spawn()
-        a = p.mmap(f, 4 * MiB)
-        b = p.mmap(f, 4 * MiB)
-        p.touch(a + 0x5000)
-        p.touch(b + 0x1000)
-        p.uffdio_register(b, 4 * MiB, mode="minor")
+        w = World(m)
+        for op in STEPS:
+            out = run_step(w, op)
+            if not out.ok:
+                raise RuntimeError("%s: %s (%s)" % (op.describe_call(), out.status, out.message))
+        f, p, a, b = w.files["f"], w.procs["p"], w.addrs["a"], w.addrs["b"]
         head = p.pagemap(a).pfn
         save("pagemap.bin", pread("/proc/%d/pagemap" % p.pid, (a >> 12) * 8, 1024 * 8))
         save("kpagecount.bin", pread("/proc/kpagecount", head * 8, 512 * 8))
@@ -89,9 +95,7 @@ def record(dest: str) -> dict:
     manifest = {
         "kernel": platform.release(),
         "recorded_by": "python -m hgmviz.kernelcheck.record",
-        "steps": ["LiveMachine(nr_hugepages={2 MiB: 4})", "f = memfd_create(4 MiB, 2 MiB)",
-                  "a = p.mmap(f, 4 MiB)", "b = p.mmap(f, 4 MiB)", "p.touch(a + 0x5000)",
-                  "p.touch(b + 0x1000)", "p.uffdio_register(b, 4 MiB, 'minor')",
+        "steps": ["LiveMachine(nr_hugepages={2 MiB: 4})"] + [op.describe_call() for op in STEPS] + [
                   "record pagemap of a, kpagecount/kpageflags of the folio, meminfo, smaps, "
                   "hugepages/*", "munmap a and b: record flags", "close f: record flags"],
         "pid": pid, "a": a, "b": b, "head_pfn": head,

@@ -10,22 +10,25 @@ the mapcount /proc/kpagecount would show.
 * :class:`SimWorld`: ``hgmviz.Machine(nr_hugepages=..., kernel="running")``;
   ``e = p.pagemap(addr)`` then ``e.folio.page_mapcount(i)`` for the same three indexes.
 
-The runner executes the steps of a :class:`~hgmviz.kernelcheck.scenarios.Scenario` in order,
-turns every outcome into a string (``"ok"``, an errno name, ``"SIGBUS"``, ``"userfault:minor"``,
-...) and after every step records each probe and the pool's Free/Rsvd changes.
+The runner applies the steps of a :class:`~hgmviz.kernelcheck.scenarios.CheckScenario` in
+order — each an operation record of :mod:`hgmviz.ops`, run by the same
+:func:`~hgmviz.ops.run_step` the explorer uses, on a :class:`~hgmviz.ops.World` whose machine is
+the live kernel's or the simulator's — writes every :class:`~hgmviz.ops.Outcome` as a string
+(:func:`outcome_text`: ``"ok"``, an errno name, ``"SIGBUS"``, ``"userfault:minor"``, ...) and
+after every step records each probe and the pool's Free/Rsvd changes.
 """
 from __future__ import annotations
 
-import errno as _errno
 import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from .scenarios import At, Scenario, Step
+from ..ops import Outcome, World, run_step
+from .scenarios import CheckScenario
 
-__all__ = ["StepResult", "ScenarioRun", "LiveWorld", "SimWorld", "run_scenario", "classify",
-           "check_against_rules", "compare_runs", "rules_rows", "Row", "fmt_obs", "fmt_maps",
+__all__ = ["StepResult", "ScenarioRun", "LiveWorld", "SimWorld", "run_scenario",
+           "outcome_text", "check_against_rules", "agreement_rows", "compare_runs", "rules_rows", "Row", "fmt_obs", "fmt_maps",
            "fmt_step", "expected_states"]
 
 NA = "n/a"
@@ -64,22 +67,14 @@ class ScenarioRun:
 
 
 # --- outcomes -------------------------------------------------------------------------------
-def classify(exc: BaseException) -> str | None:
-    """The outcome string for an exception either world raises, or None if it is not one."""
-    name = type(exc).__name__
-    if name == "UserfaultPending":
-        return "userfault:%s" % getattr(exc, "reason", "?")
-    if name == "SigBus":
-        return "SIGBUS"
-    if name == "SigSegv":
-        return "SIGSEGV"
-    if isinstance(exc, OSError) and exc.errno:
-        code = _errno.errorcode.get(exc.errno, str(exc.errno))
-        mapped = getattr(exc, "mapped", None)
-        if exc.errno == _errno.EAGAIN and mapped is not None:
-            return "EAGAIN mapped=%#x" % mapped
-        return code
-    return None
+def outcome_text(out: Outcome) -> str:
+    """An :class:`~hgmviz.ops.Outcome` as the cross-check writes it: ``"ok"``, an errno name,
+    ``"SIGBUS"``, ``"SIGSEGV"``, ``"userfault:minor"``, ``"EAGAIN mapped=0x200000"``."""
+    if out.status == "userfault":
+        return "userfault:%s" % (out.cause or "?")
+    if out.status == "EAGAIN" and out.mapped is not None:
+        return "EAGAIN mapped=%#x" % out.mapped
+    return out.status
 
 
 # --- worlds ---------------------------------------------------------------------------------
@@ -91,7 +86,7 @@ class LiveWorld:
     def __init__(self, touch_method: str = "vm"):
         self.touch_method = touch_method
 
-    def start(self, scenario: Scenario):
+    def start(self, scenario: CheckScenario):
         from .live import LiveMachine, check_can_run
         check_can_run(scenario.nr_hugepages, userfaultfd=scenario.userfaultfd)
         return LiveMachine(nr_hugepages=dict(scenario.nr_hugepages),
@@ -129,7 +124,7 @@ class SimWorld:
         self.kernel = kernel
         self.machine_kwargs = machine_kwargs
 
-    def start(self, scenario: Scenario):
+    def start(self, scenario: CheckScenario):
         import hgmviz as hv
         return hv.Machine(nr_hugepages=dict(scenario.nr_hugepages), kernel=self.kernel,
                           **self.machine_kwargs)
@@ -157,61 +152,16 @@ class SimWorld:
 
 
 # --- running --------------------------------------------------------------------------------
-class _Env:
-    def __init__(self):
-        self.files: dict[str, Any] = {}
-        self.procs: dict[str, Any] = {}
-        self.maps: dict[str, int] = {}
-
-    def addr(self, at: At) -> int:
-        if at.mapping not in self.maps:
-            raise KeyError("mapping %r has not been created (a failed mmap?)" % at.mapping)
-        return self.maps[at.mapping] + at.offset
-
-
-def _execute(machine, env: _Env, step: Step):
-    a = dict(step.args)
-    op = step.op
-    if op == "memfd_create":
-        return machine.memfd_create(size=a["size"], hstate=a["hstate"])
-    if op == "spawn":
-        return machine.spawn()
-    if op == "close":
-        return env.files[step.actor].close()
-    proc = env.procs[step.actor]
-    if op == "mmap":
-        return proc.mmap(env.files[a["file"]], length=a["length"], offset=a.get("offset", 0),
-                         shared=a.get("shared", True), addr=a.get("addr"),
-                         noreserve=a.get("noreserve", False))
-    if op == "fork":
-        return proc.fork()
-    if op == "exit":
-        return proc.exit()
-    addr = env.addr(a["at"])
-    if op == "touch":
-        return proc.touch(addr, write=a.get("write", True))
-    if op == "munmap":
-        return proc.munmap(addr, a["length"])
-    if op == "madvise":
-        return proc.madvise(addr, a["length"], a["advice"])
-    if op == "uffdio_register":
-        return proc.uffdio_register(addr, a["length"], mode=a["mode"],
-                                    event_fork=a.get("event_fork", False))
-    if op == "uffdio_continue":
-        return proc.uffdio_continue(addr, a["length"])
-    raise ValueError("unknown op %r" % op)
-
-
-def _observe_all(world, machine, env: _Env, scenario: Scenario, base) -> tuple[dict, Any]:
+def _observe_all(world, machine, env: World, scenario: CheckScenario, base) -> tuple[dict, Any]:
     maps = {}
     hsize = scenario.hstate
     for pr in scenario.probes:
         proc = env.procs.get(pr.proc)
-        if proc is None or not world.alive(proc) or pr.at.mapping not in env.maps:
+        if proc is None or not world.alive(proc) or pr.at.mapping not in env.addrs:
             maps[pr.name] = NA
             continue
         try:
-            maps[pr.name] = world.observe(proc, env.addr(pr.at), hsize)
+            maps[pr.name] = world.observe(proc, env.addr(pr.at.addr), hsize)
         except Exception as e:             # an observation must not stop the run
             maps[pr.name] = "error: %s: %s" % (type(e).__name__, e)
     try:
@@ -222,7 +172,7 @@ def _observe_all(world, machine, env: _Env, scenario: Scenario, base) -> tuple[d
     return maps, pool
 
 
-def run_scenario(world, scenario: Scenario) -> ScenarioRun:
+def run_scenario(world, scenario: CheckScenario) -> ScenarioRun:
     """Run every step of ``scenario`` in ``world``; never raises for what the world does."""
     t0 = time.monotonic()
     run = ScenarioRun(scenario.name, world.name, "ran")
@@ -237,26 +187,15 @@ def run_scenario(world, scenario: Scenario) -> ScenarioRun:
         run.seconds = time.monotonic() - t0
         return run
     try:
-        env = _Env()
+        env = World(machine)
         base = world.pool(machine, scenario.hstate)
         for i, step in enumerate(scenario.steps, 1):
-            detail = ""
             try:
-                result = _execute(machine, env, step)
-                outcome = "ok"
-                if step.bind is not None:
-                    if step.op == "memfd_create":
-                        env.files[step.bind] = result
-                    elif step.op in ("spawn", "fork"):
-                        env.procs[step.bind] = result
-                    elif step.op == "mmap":
-                        env.maps[step.bind] = int(result)
-            except Exception as e:
-                outcome = classify(e)
-                detail = str(e)
-                if outcome is None:
-                    outcome = "error: %s" % type(e).__name__
-                    detail = "".join(traceback.format_exception_only(type(e), e)).strip()
+                out = run_step(env, step.op)
+                outcome, detail = outcome_text(out), out.message
+            except Exception as e:               # not what a kernel reports: a bug to show
+                outcome = "error: %s" % type(e).__name__
+                detail = "".join(traceback.format_exception_only(type(e), e)).strip()
             maps, pool = _observe_all(world, machine, env, scenario, base)
             run.steps.append(StepResult(i, step.describe(), outcome, maps, pool, detail))
     except BaseException as e:
@@ -303,7 +242,7 @@ def fmt_step(s: StepResult) -> str:
 
 
 # --- expectations (the rules) ---------------------------------------------------------------
-def expected_states(scenario: Scenario) -> list[tuple[str, dict, tuple | None, set]]:
+def expected_states(scenario: CheckScenario) -> list[tuple[str, dict, tuple | None, set]]:
     """Per step: (outcome, carried maps expectation, carried pool expectation, stated probes)."""
     out = []
     maps: dict[str, Any] = {}
@@ -322,7 +261,7 @@ def _maps_value_matches(expected, observed) -> bool:
     return isinstance(observed, list) and observed == [expected] * 3
 
 
-def check_against_rules(scenario: Scenario, run: ScenarioRun) -> list[tuple[int, str, Any, Any]]:
+def check_against_rules(scenario: CheckScenario, run: ScenarioRun) -> list[tuple[int, str, Any, Any]]:
     """(step, observable, expected, observed) for every difference from the scenario's rules."""
     bad = []
     if run.status != "ran":
@@ -375,7 +314,7 @@ def _step_diffs(k: StepResult, s: StepResult) -> list[tuple[str, Any, Any]]:
     return d
 
 
-def compare_runs(scenario: Scenario, kernel: ScenarioRun, other: ScenarioRun) -> list[Row]:
+def agreement_rows(scenario: CheckScenario, kernel: ScenarioRun, other: ScenarioRun) -> list[Row]:
     """One row per step: the kernel's observations, the other side's, and whether they agree."""
     rows = []
     if kernel.status != "ran" or other.status != "ran":
@@ -399,7 +338,10 @@ def compare_runs(scenario: Scenario, kernel: ScenarioRun, other: ScenarioRun) ->
     return rows
 
 
-def rules_rows(scenario: Scenario, run: ScenarioRun) -> list[Row]:
+compare_runs = agreement_rows      # the old name
+
+
+def rules_rows(scenario: CheckScenario, run: ScenarioRun) -> list[Row]:
     """The same table shape, with the rules' expectations in place of the simulator."""
     rows = []
     if run.status != "ran":

@@ -1,10 +1,10 @@
 """Scenarios for the cross-check: plain data, one definition for the kernel and the simulator.
 
-A :class:`Scenario` is a pool to reserve, a list of :class:`Probe` (a process and an address,
-given as a mapping label plus an offset) and a list of :class:`Step`.  A step names an operation
-of the scripting API (``memfd_create``, ``spawn``, ``mmap``, ``touch``, ``fork``, ``exit``,
-``munmap``, ``madvise``, ``uffdio_register``, ``uffdio_continue``, ``close``), who performs it,
-its arguments, and what the rules in ``docs/domain.md`` section 2 say must follow:
+A :class:`CheckScenario` is a pool to reserve, a list of :class:`Probe` (a process and an
+address, given as a mapping label plus an offset) and a list of :class:`CheckStep`.  A step is
+an operation record of :mod:`hgmviz.ops` (the same ``Touch``, ``Mmap``, ``Madvise``, ... the
+explorer and the scenario files use; labels name its processes, files and mappings) and what
+the rules in ``docs/domain.md`` section 2 say must follow:
 
 ``expect``
     the outcome: ``"ok"``, an errno name (``"EINVAL"``), ``"EAGAIN mapped=0x200000"``
@@ -33,12 +33,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-__all__ = ["At", "Probe", "Step", "Scenario", "SCENARIOS", "get_scenario", "scenario_names",
-           "KiB", "MiB", "GiB", "MADV_DONTNEED"]
+from .. import ops as O
+from ..mm import MADV_DONTNEED
+
+__all__ = ["At", "Probe", "CheckStep", "CheckScenario", "Step", "Scenario", "SCENARIOS",
+           "get_scenario", "scenario_names", "KiB", "MiB", "GiB", "MADV_DONTNEED"]
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 H2M, H1G = 2 * MiB, GiB
-MADV_DONTNEED = 4
 PUD_ALIGNED = 64 * GiB            # a 1 GiB-aligned address that is free in a fresh process
 
 
@@ -52,6 +54,11 @@ class At:
     def __str__(self):
         return "%s+%#x" % (self.mapping, self.offset) if self.offset else self.mapping
 
+    @property
+    def addr(self) -> tuple:
+        """The address as an operation record takes it: ``(label, offset)``."""
+        return (self.mapping, self.offset)
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -63,50 +70,31 @@ class Probe:
 
 
 @dataclass(frozen=True)
-class Step:
-    op: str
-    actor: str | None = None          # process label (file label for "close"; None: the machine)
-    args: Mapping[str, Any] = field(default_factory=dict)
-    bind: str | None = None           # label given to the result (file, process, mapping)
+class CheckStep:
+    """One step of a cross-check: an operation record (:mod:`hgmviz.ops`, run as is on the
+    live kernel and on the simulator) and what the rules say must follow it."""
+
+    op: O.Operation
     expect: str = "ok"
     maps: Mapping[str, int | None] = field(default_factory=dict)
     pool: tuple[int, int] | None = None
     why: str = ""
 
     def describe(self) -> str:
-        a = dict(self.args)
-        parts = []
-        for k, v in a.items():
-            if k == "write":
-                parts.append("write" if v else "read")
-                continue
-            if isinstance(v, bool):
-                if v:
-                    parts.append(k)
-                continue
-            if v is None:
-                continue
-            if isinstance(v, int) and k in ("length", "size", "offset", "hstate", "addr"):
-                parts.append("%s=%s" % (k, _fmt_size(v)))
-            elif isinstance(v, int) and k == "advice":
-                parts.append({4: "MADV_DONTNEED"}.get(v, str(v)))
-            else:
-                parts.append("%s=%s" % (k, v) if k not in ("at", "file") else str(v))
-        who = self.actor + "." if self.actor else ""
-        out = "%s%s(%s)" % (who, self.op, ", ".join(parts))
-        if self.bind:
-            out = "%s = %s" % (self.bind, out)
-        return out
+        return self.op.describe_call()
 
 
 @dataclass(frozen=True)
-class Scenario:
+class CheckScenario:
+    """A cross-check scenario (distinct from a scenario *file*,
+    :class:`hgmviz.scenarios.Scenario`)."""
+
     name: str
     title: str
     rule: str
     nr_hugepages: Mapping[int, int]
     probes: tuple[Probe, ...]
-    steps: tuple[Step, ...]
+    steps: tuple[CheckStep, ...]
     hstate: int = H2M                 # the pool whose Free/Rsvd deltas are observed
     exclusive: bool = False           # the reserved pages must be the only ones faults can get
     userfaultfd: bool = False
@@ -118,64 +106,54 @@ class Scenario:
         raise KeyError(name)
 
 
-def _fmt_size(n: int) -> str:
-    if n == 0:
-        return "0"
-    for unit, sh in (("G", 30), ("M", 20), ("K", 10)):
-        if n % (1 << sh) == 0:
-            return "%d%s" % (n >> sh, unit)
-    return "%#x" % n
+Step = CheckStep                  # the old names
+Scenario = CheckScenario
+_ADVICE = {v: k for k, v in O.ADVICE_NAMES.items()}
 
 
 # --- step builders (they only build data) -----------------------------------------------------
 def memfd(bind, size, hstate=H2M, **kw):
-    return Step("memfd_create", None, {"size": size, "hstate": hstate}, bind=bind, **kw)
+    return CheckStep(O.MemfdCreate(bind, size, hstate), **kw)
 
 
 def spawn(bind, **kw):
-    return Step("spawn", None, {}, bind=bind, **kw)
+    return CheckStep(O.Spawn(bind), **kw)
 
 
 def mmap(proc, bind, file, length, offset=0, addr=None, noreserve=False, **kw):
-    args = {"file": file, "length": length, "offset": offset}
-    if addr is not None:
-        args["addr"] = addr
-    if noreserve:
-        args["noreserve"] = True
-    return Step("mmap", proc, args, bind=bind, **kw)
+    return CheckStep(O.Mmap(proc, file, length, bind, offset, addr, noreserve), **kw)
 
 
 def touch(proc, at, write=True, **kw):
-    return Step("touch", proc, {"at": at, "write": write}, **kw)
+    return CheckStep(O.Touch(proc, at.addr, write), **kw)
 
 
 def munmap(proc, at, length, **kw):
-    return Step("munmap", proc, {"at": at, "length": length}, **kw)
+    return CheckStep(O.Munmap(proc, at.addr, length), **kw)
 
 
 def madvise(proc, at, length, advice=MADV_DONTNEED, **kw):
-    return Step("madvise", proc, {"at": at, "length": length, "advice": advice}, **kw)
+    return CheckStep(O.Madvise(proc, at.addr, length, _ADVICE.get(advice, advice)), **kw)
 
 
 def register(proc, at, length, mode, event_fork=False, **kw):
-    return Step("uffdio_register", proc, {"at": at, "length": length, "mode": mode,
-                                          "event_fork": event_fork}, **kw)
+    return CheckStep(O.UffdioRegister(proc, at.addr, length, mode, event_fork), **kw)
 
 
 def cont(proc, at, length, **kw):
-    return Step("uffdio_continue", proc, {"at": at, "length": length}, **kw)
+    return CheckStep(O.UffdioContinue(proc, at.addr, length), **kw)
 
 
 def fork(proc, bind, **kw):
-    return Step("fork", proc, {}, bind=bind, **kw)
+    return CheckStep(O.Fork(proc, bind), **kw)
 
 
 def exit_(proc, **kw):
-    return Step("exit", proc, {}, **kw)
+    return CheckStep(O.Exit(proc), **kw)
 
 
 def close(file, **kw):
-    return Step("close", file, {}, **kw)
+    return CheckStep(O.Close(file), **kw)
 
 
 def P(name, proc, mapping, offset):
@@ -183,10 +161,10 @@ def P(name, proc, mapping, offset):
 
 
 # --- the scenarios ----------------------------------------------------------------------------
-S: list[Scenario] = []
+S: list[CheckScenario] = []
 
 # 1
-S.append(Scenario(
+S.append(CheckScenario(
     "fault", "A fault maps the whole hugepage with one PMD entry",
     "§2.2: hugetlb_no_page() -> hugetlb_add_file_rmap(): entire_mapcount +1; kpagecount is "
     "the same for head and every tail. §2.1/meminfo: a fault takes a pool page and consumes "
@@ -207,7 +185,7 @@ S.append(Scenario(
     )))
 
 # 2
-S.append(Scenario(
+S.append(CheckScenario(
     "second_mapping", "Each PMD that maps the folio adds one to its mapcount",
     "§2.2: one hugetlb_add_file_rmap() per hstate-level entry, whether the entries are in one "
     "process or several; mapcount counts page-table entries, not processes.",
@@ -229,7 +207,7 @@ S.append(Scenario(
     )))
 
 # 3
-S.append(Scenario(
+S.append(CheckScenario(
     "munmap_aligned", "munmap of whole hugepages removes their entries; the page cache stays",
     "§2.2: zap -1 per cleared entry; §2.1: the folio stays in the page cache (HugePages_Free "
     "unchanged) and the shared reservation stays with the file.",
@@ -248,7 +226,7 @@ S.append(Scenario(
     )))
 
 # 4
-S.append(Scenario(
+S.append(CheckScenario(
     "munmap_unaligned", "munmap not aligned to the hugepage fails with EINVAL",
     "§2.2: hugetlb_vm_op_split() refuses a split inside a hugepage (start or end) with EINVAL; "
     "nothing is unmapped.",
@@ -266,7 +244,7 @@ S.append(Scenario(
     )))
 
 # 5
-S.append(Scenario(
+S.append(CheckScenario(
     "madv_dontneed_aligned", "MADV_DONTNEED on a whole hugepage zaps its entry only",
     "§2.2 MADV_DONTNEED: aligned start, end rounded down; the zap is -1; the folio stays in "
     "the page cache, so the next touch maps it again without allocating.",
@@ -284,7 +262,7 @@ S.append(Scenario(
     )))
 
 # 6
-S.append(Scenario(
+S.append(CheckScenario(
     "madv_dontneed_unaligned", "MADV_DONTNEED with an unaligned start fails with EINVAL",
     "§2.2 MADV_DONTNEED: start must be hugepage-aligned, otherwise EINVAL.",
     {H2M: 4},
@@ -299,7 +277,7 @@ S.append(Scenario(
     )))
 
 # 7
-S.append(Scenario(
+S.append(CheckScenario(
     "madv_dontneed_rounding", "MADV_DONTNEED rounds the end down: 4 KiB is a no-op",
     "§2.2 MADV_DONTNEED: end = ALIGN_DOWN(end, hugepage size); start == end returns 0 without "
     "doing anything; 2 MiB + 4 KiB zaps only the first hugepage.",
@@ -316,7 +294,7 @@ S.append(Scenario(
     )))
 
 # 7b
-S.append(Scenario(
+S.append(CheckScenario(
     "madv_dontneed_hole", "MADV_DONTNEED over a hole zaps the mapped parts, then fails with ENOMEM",
     "madvise_walk_vmas() (mm/madvise.c): every VMA of the range gets the advice in turn; a hole "
     "only sets unmapped_error = -ENOMEM, which is returned once the walk is done, so the pages "
@@ -352,7 +330,7 @@ def _minor_setup(extra_pages_in_cache=(0,)):
 
 
 # 8
-S.append(Scenario(
+S.append(CheckScenario(
     "uffd_minor_continue", "A MINOR userfault, resolved with UFFDIO_CONTINUE at 2 MiB",
     "§2.2: UFFDIO_CONTINUE -> hugetlb_mfill_atomic_pte() maps the page-cache folio: +1. A "
     "MINOR fault is raised only for a page already in the page cache; an absent page is "
@@ -370,7 +348,7 @@ S.append(Scenario(
     userfaultfd=True))
 
 # 9
-S.append(Scenario(
+S.append(CheckScenario(
     "uffd_continue_4k", "UFFDIO_CONTINUE below the hugepage size fails with EINVAL",
     "§4.5 / mainline hugetlb_mfill_atomic_pte(): start and length must be multiples of the "
     "VMA's hugepage size (no HGM on mainline), otherwise EINVAL.",
@@ -384,7 +362,7 @@ S.append(Scenario(
     userfaultfd=True))
 
 # 10
-S.append(Scenario(
+S.append(CheckScenario(
     "uffd_continue_eexist", "UFFDIO_CONTINUE on a present entry fails with EEXIST",
     "mainline hugetlb_mfill_atomic_pte(): the destination entry must be none, otherwise "
     "EEXIST; the mapcount does not change.",
@@ -397,7 +375,7 @@ S.append(Scenario(
     userfaultfd=True))
 
 # 11
-S.append(Scenario(
+S.append(CheckScenario(
     "uffd_continue_not_in_cache", "UFFDIO_CONTINUE needs the page in the page cache",
     "mainline hugetlb_mfill_atomic_pte(), is_continue: no folio in the page cache -> EFAULT. "
     "fs/userfaultfd.c: when some pages were mapped before the failure, the ioctl returns "
@@ -413,7 +391,7 @@ S.append(Scenario(
     userfaultfd=True))
 
 # 12
-S.append(Scenario(
+S.append(CheckScenario(
     "uffd_missing", "A MISSING userfault only for pages absent from the page cache",
     "hugetlb_no_page(): a page not in the page cache in a VM_UFFD_MISSING VMA goes to "
     "handle_userfault() (nothing allocated); a page already in the page cache is mapped "
@@ -434,7 +412,7 @@ S.append(Scenario(
     userfaultfd=True))
 
 # 13
-S.append(Scenario(
+S.append(CheckScenario(
     "fork_shared_lazy", "fork() does not copy MAP_SHARED hugetlb page tables",
     "§2.4: since bcd51a3c679d (v6.0) vma_needs_copy() is false for a plain MAP_SHARED hugetlb "
     "VMA: the child starts with nothing mapped and the mapcount does not change; the child's "
@@ -455,7 +433,7 @@ S.append(Scenario(
     )))
 
 # 14
-S.append(Scenario(
+S.append(CheckScenario(
     "fork_uffd_wp_event_fork", "fork() copies page tables of a uffd-wp VMA (EVENT_FORK)",
     "§2.4: vma_needs_copy() is true when the child VMA keeps VM_UFFD_WP, which it does when "
     "the userfaultfd has UFFD_FEATURE_EVENT_FORK: copy_hugetlb_page_range() copies every "
@@ -475,7 +453,7 @@ S.append(Scenario(
     userfaultfd=True))
 
 # 15
-S.append(Scenario(
+S.append(CheckScenario(
     "fork_uffd_wp_no_event_fork", "Without EVENT_FORK a uffd-wp VMA is not copied at fork",
     "§2.4 [LIVE]: without UFFD_FEATURE_EVENT_FORK the child VMA loses its userfaultfd flags "
     "(dup_userfaultfd), so vma_needs_copy() is false: lazy, as for plain MAP_SHARED.",
@@ -494,7 +472,7 @@ S.append(Scenario(
     userfaultfd=True))
 
 # 16
-S.append(Scenario(
+S.append(CheckScenario(
     "fork_uffd_minor_child", "A fork child without EVENT_FORK faults normally where the "
     "parent gets MINOR userfaults",
     "§2.4 [LIVE]/dup_userfaultfd(): without EVENT_FORK the child's VMA has no userfaultfd, so "
@@ -510,7 +488,7 @@ S.append(Scenario(
     userfaultfd=True))
 
 # 17
-S.append(Scenario(
+S.append(CheckScenario(
     "child_exit", "A child's exit removes exactly the child's entries",
     "§2.2: exit -> exit_mmap -> __unmap_hugepage_range(): -1 per entry the child had; the "
     "pages stay in the page cache (HugePages_Free unchanged).",
@@ -531,7 +509,7 @@ S.append(Scenario(
     )))
 
 # 18
-S.append(Scenario(
+S.append(CheckScenario(
     "pmd_sharing", "Shared PMD tables: a second process maps pages without changing mapcount",
     "§2.2: with a 2 MiB hstate and a MAP_SHARED VMA covering a whole 1 GiB-aligned range, "
     "huge_pmd_share() attaches the other mm's PMD table: the entries (and their mapcount) are "
@@ -561,7 +539,7 @@ S.append(Scenario(
     )))
 
 # 18b
-S.append(Scenario(
+S.append(CheckScenario(
     "pmd_sharing_same_process", "PMD sharing also joins two VMAs of one process",
     "§2.2: huge_pmd_share() looks for any VMA of the file mapping the same offsets with the "
     "same flags (i_mmap), including one in the same mm: the second VMA's PUD entry points at "
@@ -585,7 +563,7 @@ S.append(Scenario(
     )))
 
 # 19
-S.append(Scenario(
+S.append(CheckScenario(
     "close_releases_page_cache", "The last close frees the page cache back to the pool",
     "§2.1: removing the folios from the page cache at the last reference to the memfd returns "
     "them to the pool (HugePages_Free back) and drops the file's reservations.",
@@ -603,7 +581,7 @@ S.append(Scenario(
     )))
 
 # 20
-S.append(Scenario(
+S.append(CheckScenario(
     "close_while_mapped", "close() while still mapped frees nothing: the VMA holds the file",
     "§2.1 [INFERRED from the VFS]: a VMA keeps a reference to its struct file; the page cache "
     "goes only when the last reference (fd or mapping) goes, here at munmap.",
@@ -620,7 +598,7 @@ S.append(Scenario(
     )))
 
 # 21
-S.append(Scenario(
+S.append(CheckScenario(
     "reservations", "HugePages_Rsvd: taken at mmap, consumed by faults, kept after munmap",
     "hugetlb_reserve_pages() at mmap of a MAP_SHARED range reserves the pages not yet in the "
     "file's resv_map; a fault consumes one; munmap keeps them (they belong to the file); a "
@@ -640,7 +618,7 @@ S.append(Scenario(
     )))
 
 # 22
-S.append(Scenario(
+S.append(CheckScenario(
     "map_noreserve", "MAP_NORESERVE: no reservation, and SIGBUS when the pool runs dry",
     "hugetlb_reserve_pages() skips VM_NORESERVE; a fault then allocates from the free pool and "
     "gets VM_FAULT_SIGBUS when it is empty; a reserving mmap that cannot reserve fails with "
@@ -662,7 +640,7 @@ S.append(Scenario(
     exclusive=True))
 
 # 23
-S.append(Scenario(
+S.append(CheckScenario(
     "hugetlb_1g", "A 1 GiB hugepage: one PUD entry; 2 MiB is unaligned for it",
     "§2.2 at the 1 GiB hstate: a fault maps the whole folio with one PUD entry, kpagecount is "
     "the same for head and all 262,143 tails; munmap of 2 MiB is unaligned (EINVAL); "
@@ -682,7 +660,7 @@ S.append(Scenario(
     ),
     hstate=H1G))
 
-SCENARIOS: tuple[Scenario, ...] = tuple(S)
+SCENARIOS: tuple[CheckScenario, ...] = tuple(S)
 del S
 
 
@@ -690,7 +668,7 @@ def scenario_names() -> list[str]:
     return [s.name for s in SCENARIOS]
 
 
-def get_scenario(name: str) -> Scenario:
+def get_scenario(name: str) -> CheckScenario:
     for s in SCENARIOS:
         if s.name == name:
             return s

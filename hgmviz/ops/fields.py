@@ -116,8 +116,19 @@ class Kind:
     def show(self, value, style: str = "log") -> str:
         return str(value)
 
+    def show_arg(self, fname: str, value) -> str:
+        """The field as an argument of a call line (``length=2M``; "" leaves it out)."""
+        return "" if value is None else "%s=%s" % (fname, self.show(value, "short"))
 
-class Label(Kind):
+
+class _Bare(Kind):
+    """Shown bare in a call line (a label, an address, a name)."""
+
+    def show_arg(self, fname, value):
+        return self.show(value, "short")
+
+
+class Label(_Bare):
     """A label the trace defined before: ``proc`` or ``file``; resolves to the object."""
 
     def __init__(self, kind: str):
@@ -132,7 +143,7 @@ class Label(Kind):
         return world.proc(value) if self.kind == "proc" else world.file(value)
 
 
-class NewLabel(Kind):
+class NewLabel(_Bare):
     """A label this operation defines (its result is bound to it); ``prefix``: what the
     explorer names new ones (``p1``, ``c2``, ``a3``)."""
 
@@ -148,7 +159,7 @@ class NewLabel(Kind):
         return value
 
 
-class Address(Kind):
+class Address(_Bare):
     """An address: a mapping label, ``(label, offset)`` or an integer."""
 
     name = "addr"
@@ -174,7 +185,7 @@ class Address(Kind):
             if style == "c":
                 return "%s + %s" % (a[0], format_size(a[1])) if a[1] else a[0]
             return a[0] if not a[1] else "%s+%#x" % (a[0], int(a[1]))
-        return "%#x" % int(a) if style == "log" else str(a)
+        return str(a) if style == "c" else "%#x" % int(a)
 
 
 class Size(Kind):
@@ -191,6 +202,8 @@ class Size(Kind):
         return c.size(value)
 
     def show(self, value, style="log"):
+        if style == "short":
+            return format_size(value, "short")
         if style == "c" and not value:
             return "0"
         return format_size(value)
@@ -205,11 +218,24 @@ class OptionalAddress(Kind):
         return c.size(value, allow_none=True)
 
     def show(self, value, style="log"):
-        return "any" if value is None else "%#x" % value
+        if value is None:
+            return "any"
+        return format_size(value, "short") if style == "short" else "%#x" % value
 
 
 class Flag(Kind):
+    """True or false; ``words`` (for false, for true) name both in a call line, else a true
+    flag shows as its name and a false one not at all."""
+
     name = "bool"
+
+    def __init__(self, words=None):
+        self.words = words
+
+    def show_arg(self, fname, value):
+        if self.words:
+            return self.words[bool(value)]
+        return fname if value else ""
 
     def check(self, c, value):
         if not isinstance(value, bool):
@@ -217,7 +243,7 @@ class Flag(Kind):
         return value
 
 
-class Choice(Kind):
+class Choice(_Bare):
     """One of a few names; ``values`` maps a name to what the machine's method takes (the
     name itself when None)."""
 

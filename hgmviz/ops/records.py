@@ -26,7 +26,7 @@ from typing import Optional, Union
 
 from ..mm import MADV_COLLAPSE, MADV_DONTNEED, MADV_SPLIT
 from ..units import format_size
-from .fields import (ADDR, BOOL, FILE, HSTATE, OFFSET, OPT_ADDR, PROC, SIZE, Choice,
+from .fields import (ADDR, BOOL, FILE, HSTATE, OFFSET, OPT_ADDR, PROC, SIZE, Choice, Flag,
                      InvalidOperation, Kind, Labels, NewLabel, UffdMode, _Check, arg, kind_of)
 
 __all__ = ["Operation", "OpSpec", "Button", "operation", "OPERATIONS", "ADVICE_NAMES",
@@ -159,6 +159,16 @@ class Operation:
         """One line: ``"log"`` as the explorer's log and the explainers print it
         (``touch p a+0x5000``), ``"c"`` as pseudo-C (homework)."""
         return _Show(self, style).format(self.spec.log if style == "log" else self.spec.c)
+
+    def describe_call(self) -> str:
+        """The call in the scripting API's words: ``a = p.mmap(f, length=2M, offset=0)``."""
+        sp = self.spec
+        kinds = sp.kinds(type(self))
+        parts = [kinds[n].show_arg(n, getattr(self, n))
+                 for n in list(sp.args) + [f for _k, f in sp.kwargs] if n != sp.binds]
+        who = "" if sp.target == "machine" else "%s." % getattr(self, sp.target)
+        out = "%s%s(%s)" % (who, sp.method, ", ".join(p for p in parts if p))
+        return out if sp.binds is None else "%s = %s" % (getattr(self, sp.binds), out)
 
     def describe_result(self, value: int) -> str:
         """What a successful call returned, in the call's terms: `` (mapped 2 MiB)``."""
@@ -337,7 +347,7 @@ class Madvise(Operation):
 class Touch(Operation):
     proc: str = arg(PROC)
     addr: Addr = arg(ADDR)
-    write: bool = arg(BOOL, True)
+    write: bool = arg(Flag(("read", "write")), True)
 
     @property
     def access(self) -> str:
