@@ -52,6 +52,7 @@ class Button:
     preset: tuple = ()              # ((field, value), ...)
     order: int = 1000
     tip: str = ""
+    row: int = 2                    # 1: the ranged operations' row, 2: the others'
 
 
 @dataclass(frozen=True)
@@ -231,13 +232,14 @@ def check_op(op, labels: Optional[Labels], geometry=None, sizes_as_text: bool = 
 
 
 def buttons() -> tuple:
-    """``((key, label, tooltip, record class, preset), ...)`` of every operation, in order."""
+    """``((key, label, tooltip, record class, preset, row), ...)`` of every operation, in
+    order."""
     out = []
     for cls in OPERATIONS.values():
         sp = cls.spec
         for b in sp.buttons:
             tip = b.tip or "%s (%s)" % (sp.text, sp.call_path)
-            out.append((b.order, b.key, b.label, tip, cls, dict(b.preset)))
+            out.append((b.order, b.key, b.label, tip, cls, dict(b.preset), b.row))
     return tuple(t[1:] for t in sorted(out, key=lambda t: t[0]))
 
 
@@ -311,7 +313,7 @@ class Mmap(Operation):
            call_path="do_vmi_munmap → __unmap_hugepage_range",
            call="proc.munmap(addr, length)", log="munmap {proc} {addr}, {length}",
            c="{proc}: munmap({addr}, {length})",
-           buttons=[Button("munmap", "munmap", order=60)])
+           buttons=[Button("munmap", "munmap", order=60, row=1)])
 class Munmap(Operation):
     proc: str = arg(PROC)
     addr: Addr = arg(ADDR)
@@ -325,13 +327,13 @@ class Munmap(Operation):
            buttons=[
                Button("split", "MADV_SPLIT", (("advice", "MADV_SPLIT"),), 30,
                       "madvise(MADV_SPLIT) over [address, address+length): set "
-                      "VM_HUGETLB_HGM so the VMA can be mapped in pieces (HGM v1 09/46)"),
+                      "VM_HUGETLB_HGM so the VMA can be mapped in pieces (HGM v1 09/46)", 1),
                Button("collapse", "MADV_COLLAPSE", (("advice", "MADV_COLLAPSE"),), 40,
                       "madvise(MADV_COLLAPSE): replace small leaves by the largest ones "
-                      "(hugetlb_collapse, HGM v2 34/46)"),
+                      "(hugetlb_collapse, HGM v2 34/46)", 1),
                Button("dontneed", "MADV_DONTNEED", (("advice", "MADV_DONTNEED"),), 50,
                       "madvise(MADV_DONTNEED): zap the range "
-                      "(zap_page_range_single → __unmap_hugepage_range)")])
+                      "(zap_page_range_single → __unmap_hugepage_range)", 1)])
 class Madvise(Operation):
     proc: str = arg(PROC)
     addr: Addr = arg(ADDR)
@@ -343,7 +345,7 @@ class Madvise(Operation):
            "not mapped", call_path="hugetlb_fault → hugetlb_no_page",
            call="proc.touch(addr, write=write)", log="touch {proc} {addr}{access}",
            c="{proc}: {rw} one byte at {addr}",
-           buttons=[Button("touch", "touch", order=10)])
+           buttons=[Button("touch", "touch", order=10, row=1)])
 class Touch(Operation):
     proc: str = arg(PROC)
     addr: Addr = arg(ADDR)
@@ -403,7 +405,7 @@ class UffdioRegister(Operation):
            call="proc.uffdio_continue(addr, length)",
            log="UFFDIO_CONTINUE {proc} {addr}, {length}", returns="mapped {size}",
            c="{proc}: UFFDIO_CONTINUE({addr}, {length})",
-           buttons=[Button("continue", "UFFDIO_CONTINUE", order=20)])
+           buttons=[Button("continue", "UFFDIO_CONTINUE", order=20, row=1)])
 class UffdioContinue(Operation):
     proc: str = arg(PROC)
     addr: Addr = arg(ADDR)

@@ -43,8 +43,8 @@ ERROR_CHOICES = (("proposed: ENOMEM / SIGBUS", "proposed"),
 
 #: The operation buttons: (key, label, tooltip), from the operation records
 #: (:func:`hgmviz.ops.buttons`); the tooltip names the kernel path.
-_BUTTONS = {key: (cls, preset) for key, _l, _t, cls, preset in O.buttons()}
-OPERATION_BUTTONS = tuple((key, label, tip) for key, label, tip, _c, _p in O.buttons())
+_BUTTONS = {key: (cls, preset, row) for key, _l, _t, cls, preset, row in O.buttons()}
+OPERATION_BUTTONS = tuple((key, label, tip) for key, label, tip, *_ in O.buttons())
 
 
 def _needs(key: str) -> str:
@@ -256,10 +256,8 @@ class Explorer:
         self.w_drill = W.Accordion(children=[drill], selected_index=None)
         self.w_drill.set_title(0, "Overflow drill")
         # -- layout -----------------------------------------------------------------------
-        ops_row1 = W.HBox([self.buttons[k] for k in ("touch", "continue", "split", "collapse",
-                                                     "dontneed", "munmap")])
-        ops_row2 = W.HBox([self.buttons[k] for k in ("fork", "exit", "close", "register",
-                                                     "mmap", "spawn")]
+        ops_row1 = W.HBox([self.buttons[k] for k, b in _BUTTONS.items() if b[2] == 1])
+        ops_row2 = W.HBox([self.buttons[k] for k, b in _BUTTONS.items() if b[2] != 1]
                           + [W.HTML("&nbsp;&nbsp;"), self.b_undo, self.b_redo, self.b_reset])
         config = W.HBox([self.w_scheme, self.w_guard, self.w_errors])
         target = W.HBox([self.w_proc, self.w_vma, self.w_file])
@@ -429,7 +427,7 @@ class Explorer:
         if key not in _BUTTONS:
             raise ValueError("unknown operation %r; operations: %s"
                              % (key, ", ".join(k for k, _, _ in OPERATION_BUTTONS)))
-        cls, preset = _BUTTONS[key]
+        cls, preset, _row = _BUTTONS[key]
         labels = self.session.labels()
         args, rng = dict(preset), None
         for f in O.fields_of(cls):
