@@ -399,6 +399,19 @@ class UffdioRegister(Operation):
         return ", UFFD_FEATURE_EVENT_FORK" if self.event_fork else ""
 
 
+@operation(word="UFFDIO_UNREGISTER", text="Unregister [address, address+length) from "
+           "userfaultfd: its faults are handled by the kernel again",
+           call_path="userfaultfd_unregister → userfaultfd_clear_vma",
+           call="proc.uffdio_unregister(addr, length)",
+           log="UFFDIO_UNREGISTER {proc} {addr}, {length}",
+           c="{proc}: UFFDIO_UNREGISTER({addr}, {length})",
+           buttons=[Button("unregister", "UFFDIO_UNREGISTER", order=105)])
+class UffdioUnregister(Operation):
+    proc: str = arg(PROC)
+    addr: Addr = arg(ADDR)
+    length: int = arg(SIZE)
+
+
 @operation(word="UFFDIO_CONTINUE", text="Map the page-cache pages of [address, "
            "address+length); needs UFFDIO_REGISTER (minor)",
            call_path="mfill_atomic_hugetlb → hugetlb_mfill_atomic_pte",
