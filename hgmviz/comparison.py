@@ -26,6 +26,27 @@ def folio_counters(machine, folio, pages=(0, 1)) -> dict:
     return out
 
 
+def watched_counters(worlds, watch, pages=(0, 1)) -> dict:
+    """``{scheme: {"f@0x2000": folio counters or None}}``: for each watched (file label,
+    byte offset) the :func:`folio_counters` of the folio holding that byte, with
+    ``page_mapcount`` of ``pages`` and of the page holding the byte (None: the file has no
+    folio there).  The one reader behind ``Session.counters`` and the counter tables of the
+    explorer and the explainers (:mod:`hgmviz.render.counters`)."""
+    out = {}
+    for s, w in worlds.items():
+        row = {}
+        for label, offset in watch:
+            f = w.files.get(label)
+            folio = f.folio_at(offset) if f is not None else None
+            pg = tuple(pages)
+            if folio is not None:
+                idx = (offset & (folio.size - 1)) >> w.machine.geometry.page_shift
+                pg = tuple(sorted(set(int(i) for i in pg) | {int(idx)}))
+            row["%s@%#x" % (label, offset)] = folio_counters(w.machine, folio, pg)
+        out[s] = row
+    return out
+
+
 def compare_schemes(steps, schemes=ALL_SCHEMES, watch=(), pages=(0, 1), **machine_kwargs):
     """Run ``steps`` under each scheme; return ``[{"op":.., "results": {scheme: {...}}}]``.
 

@@ -53,7 +53,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .comparison import folio_counters
+from .comparison import watched_counters
 from .mm import Machine
 from .ops import (INJECT_POINTS, OPERATIONS, Inject, InvalidOperation, Labels, Outcome, World,
                   check_op, run_step)
@@ -418,20 +418,8 @@ class Session:
         """``{scheme: {"f@0x2000": folio counters or None}}`` for the watched (file label,
         byte offset)s: the counters of the folio holding that byte, with ``page_mapcount``
         of ``pages`` and of the page holding the byte (None: the file has no folio there)."""
-        out = {}
-        for s in self.schemes:
-            w = self.worlds[s]
-            row = {}
-            for label, offset in self.watch:
-                f = w.files.get(label)
-                folio = f.folio_at(offset) if f is not None else None
-                pg = tuple(pages)
-                if folio is not None:
-                    idx = (offset & (folio.size - 1)) >> w.machine.geometry.page_shift
-                    pg = tuple(sorted(set(pg) | {idx}))
-                row["%s@%#x" % (label, offset)] = folio_counters(w.machine, folio, pg)
-            out[s] = row
-        return out
+        return watched_counters({sc: self.worlds[sc] for sc in self.schemes}, self.watch,
+                                pages)
 
     def before(self, scheme: Optional[str] = None) -> Optional[dict]:
         """The state before the last step in ``m.snapshot()`` format (the renderer's

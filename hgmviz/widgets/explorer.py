@@ -16,7 +16,6 @@ and re-applies the trace (the operations so far) to it: the same clicks under ot
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections import OrderedDict
@@ -29,7 +28,8 @@ from ..scenarios import load_scenario, parse_size
 from ..schemes import SCHEMES
 from ..session import InvalidOperation, Session
 from . import views
-from .drill import ScaleRun, drill_step_ops
+from .controls import ControlsMixin, legal_granularities  # noqa: F401  (public name)
+from .drill_ui import DrillMixin
 
 __all__ = ["Explorer", "explore", "compare", "legal_granularities", "GUARD_CHOICES",
            "ERROR_CHOICES", "OPERATION_BUTTONS"]
@@ -58,16 +58,6 @@ _DEFAULT_POOL = {"toy": {1 << 18: 2}, "x86_64": {2 << 20: 4, 1 << 30: 1},
                  "x86_64-5level": {2 << 20: 4, 1 << 30: 1}}
 
 
-def legal_granularities(geometry, vma, hstate) -> list:
-    """The entry sizes that may map ``vma`` (a :class:`~hgmviz.mm.Vma` of a hugetlb file of
-    ``hstate``): the hstate size alone, or with HGM (``vma.hgm``) every page-table level size
-    from ``PAGE_SIZE`` up to it (``hugetlb_pte_size`` of the leaves HGM installs)."""
-    if not vma.hgm:
-        return [hstate.size]
-    sizes = [geometry.level_size(lv) for lv in range(1, geometry.levels)]
-    return [s for s in sizes if geometry.PAGE_SIZE <= s <= hstate.size]
-
-
 def _close_tree(w):
     for c in getattr(w, "children", ()):
         _close_tree(c)
@@ -79,7 +69,7 @@ def _tip(widget, text):
     return widget
 
 
-class Explorer:
+class Explorer(ControlsMixin, DrillMixin):
     """Widgets over one :class:`~hgmviz.session.Session`.
 
     ``compare=False``: one scheme's diagram (the scheme selector picks it; a scheme the
@@ -536,134 +526,6 @@ class Explorer:
             self.log.value = self._log_value()
         return new
 
-    # =====================================================================================
-    # Keeping the controls legal
-    # =====================================================================================
-    def _on_target(self, change):
-        if not self._syncing:
-            with self._held([self.w_proc, self.w_vma, self.w_gran, self.w_addr, self.w_len,
-                             self.w_where, self.w_file] + list(self.buttons.values())):
-                self._sync_controls()
-
-    def _on_slider(self, change):
-        if not self._syncing:
-            with self._held([self.w_len, self.w_where]):
-                self._sync_lengths()
-
-    def _on_illegal(self, change):
-        free = bool(change["new"])
-        v = self._selected_vma()
-        with self._held([self.w_addr, self.w_len, self.w_addr_text, self.w_len_text,
-                         self.w_where] + list(self.buttons.values())):
-            if free and v is not None:
-                self.w_addr_text.value = "%#x" % (v.start + self.w_addr.value)
-                self.w_len_text.value = "%#x" % self.w_len.value
-            for w in (self.w_addr, self.w_len, self.w_gran):
-                w.layout.display = "none" if free else None
-            for w in (self.w_addr_text, self.w_len_text):
-                w.layout.display = None if free else "none"
-            self._sync_buttons()
-
-    def _sync_controls(self):
-        """Options and ranges of the target controls from the state (keeping the user's
-        choices where they still make sense)."""
-        self._syncing = True
-        try:
-            w = self.world
-            procs = sorted(w.procs.items(), key=lambda kv: kv[1].pid)
-            opts = [("%s (pid %d%s)" % (lab, p.pid, "" if p.alive else ", exited"), lab)
-                    for lab, p in procs]
-            keep = self.w_proc.value
-            alive = [lab for lab, p in procs if p.alive]
-            self.w_proc.options = opts
-            self.w_proc.value = keep if keep in dict((v, 1) for _, v in opts) else \
-                (alive[0] if alive else (opts[0][1] if opts else None))
-            # files
-            fopts = [("%s%s" % (lab, " (closed)" if f.closed else ""), lab)
-                     for lab, f in sorted(w.files.items())]
-            fkeep = self.w_file.value
-            self.w_file.options = fopts
-            labels = [v for _, v in fopts]
-            self.w_file.value = fkeep if fkeep in labels else (labels[0] if labels else None)
-            # VMAs
-            vmas = self._vmas()
-            vopts = []
-            for v in vmas:
-                flab, f = self._label_of_file(v.file)
-                hs = f.hstate.size if f is not None else 0
-                tags = [views.fmt_size(v.end - v.start), "%s @%#x" % (flab, v.pgoff << 12),
-                        "%s pages" % views.fmt_size(hs)]
-                if v.hgm:
-                    tags.append("HGM")
-                if v.uffd:
-                    tags.append("uffd " + "|".join(v.uffd_modes))
-                vopts.append(("%#x–%#x · %s" % (v.start, v.end, " · ".join(tags)), v.start))
-            vkeep = self.w_vma.value
-            self.w_vma.options = vopts
-            starts = [s for _, s in vopts]
-            if vkeep in starts:
-                self.w_vma.value = vkeep
-            else:       # the VMA that now holds the old address, else the first
-                old = vkeep if isinstance(vkeep, int) else None
-                inside = [v.start for v in vmas if old is not None and v.start <= old < v.end]
-                self.w_vma.value = inside[0] if inside else (starts[0] if starts else None)
-            # granularity
-            v = self._selected_vma()
-            if v is not None:
-                _, f = self._label_of_file(v.file)
-                grans = legal_granularities(self.machine.geometry, v, f.hstate)
-            else:
-                grans = []
-            gkeep = self.w_gran.value
-            self.w_gran.options = [(views.fmt_size(g), g) for g in grans]
-            if grans:
-                self.w_gran.value = gkeep if gkeep in grans else grans[-1]
-            # address and length
-            if v is not None and grans:
-                g = self.w_gran.value
-                size = v.end - v.start
-                a = min((self.w_addr.value // g) * g, size - g)
-                self.w_addr.max = max(size - g, 0)
-                self.w_addr.value = max(a, 0)
-                self.w_addr.step = g
-                self.w_addr.disabled = False
-            else:
-                self.w_addr.disabled = True
-            self._sync_lengths()
-            self._sync_buttons()
-        finally:
-            self._syncing = False
-
-    def _sync_lengths(self):
-        v = self._selected_vma()
-        g = self.w_gran.value
-        if v is None or not g:
-            self.w_len.disabled = True
-            self.w_where.value = "<small>no VMA: mmap one, or allow illegal values</small>"
-            return
-        room = v.end - v.start - self.w_addr.value
-        if g != self._len_gran:        # a new granularity: one piece of it
-            self._len_gran = g
-            ln = g
-        else:
-            ln = max(g, min((self.w_len.value // g) * g, room))
-        prev = self._syncing
-        self._syncing = True
-        try:
-            # in this order no assignment is refused or clamps the value on the way
-            self.w_len.min = 0
-            self.w_len.max = room
-            self.w_len.value = ln
-            self.w_len.min = g
-            self.w_len.step = g
-            self.w_len.disabled = False
-        finally:
-            self._syncing = prev
-        a = v.start + self.w_addr.value
-        self.w_where.value = ("<small>address <code>%#x</code> = <code>%s</code>, length %s"
-                              "</small>" % (a, views.fmt_addr(self._addr_arg(a)),
-                                            views.fmt_size(self.w_len.value)))
-
     def _sync_buttons(self):
         has_vma = self._selected_vma() is not None or self.w_illegal.value
         p = self.world.procs.get(self.w_proc.value)
@@ -767,138 +629,6 @@ class Explorer:
             self.w_status.value = self._status_value()
             self.w_drill_info.value = self._drill_value()
         self.timings.append(time.perf_counter() - t)
-
-    # =====================================================================================
-    # The overflow drill
-    # =====================================================================================
-    def _is_toy(self) -> bool:
-        return self.machine.geometry.counter_bits < 32
-
-    def _drill_value(self) -> str:
-        if not self._is_toy():
-            return "<small>the step-by-step drill needs the toy geometry (explore(geometry="\
-                   "'toy')); use the scale run below</small>"
-        f = self.world.files.get(self.w_file.value)
-        folio = f.folio_at(0) if f is not None and f.size else None
-        if folio is None:
-            return "<small>the file has no folio yet (fallocate or touch it)</small>"
-        g = self.machine.geometry
-        return ("<small>folio %d: refcount <b>%d</b>%s · INT_MAX %d, INT_MAX/2 %d</small>"
-                % (folio.id, folio.refcount, " <b>WRAPPED</b>" if folio.wrapped else "",
-                   g.INT_MAX, g.INT_MAX // 2))
-
-    def drill_step(self, whole: bool = False):
-        """Apply the drill's next step (see :func:`hgmviz.widgets.drill.drill_step_ops`)."""
-        proc, file = self.w_proc.value, self.w_file.value
-        if not proc or not file:
-            self._reject("the drill needs a process and a file")
-            return None
-        try:
-            ops = drill_step_ops(self.world, proc, file, self.machine.geometry.PAGE_SIZE,
-                                 whole=whole)
-        except KeyError as e:
-            self._reject("drill: %s" % e)
-            return None
-        out = None
-        self._quiet = True
-        try:
-            for op in ops:
-                out = self.apply(op)
-                if out is None or not out.ok:
-                    break
-        finally:
-            self._quiet = False
-        self.redraw()
-        return out
-
-    def drill_run(self, max_steps: int = 2000):
-        """Drill steps (a whole mapping each) until one fails (the guard's refusal, or any
-        error), the folio's refcount wraps, or ``max_steps``; one redraw at the end."""
-        f = self.world.files.get(self.w_file.value)
-        folio = f.folio_at(0) if f is not None else None
-        wrapped0 = folio.wrapped if folio is not None else False
-        out = None
-        self._quiet = True
-        try:
-            for _ in range(max_steps):
-                proc, file = self.w_proc.value, self.w_file.value
-                ops = drill_step_ops(self.world, proc, file, self.machine.geometry.PAGE_SIZE,
-                                     whole=True)
-                for op in ops:
-                    out = self.apply(op)
-                    if out is None or not out.ok:
-                        return out
-                folio = self.world.files[file].folio_at(0)
-                if folio is not None and folio.wrapped and not wrapped0:
-                    return out
-        finally:
-            self._quiet = False
-            self.redraw()
-        return out
-
-    # ---- the scale run (real geometry) ----------------------------------------------------
-    def _scale_obj(self) -> ScaleRun:
-        cfg = self.session.config
-        scheme = self.view_scheme if SCHEMES[self.view_scheme].supports_hgm else "per_piece"
-        want = (scheme, cfg.get("guard"), str(cfg.get("kernel", "6.2")))
-        sc = self._scale
-        if sc is None or (sc.scheme, sc.guard, str(sc.kernel)) != want:
-            kernel = cfg.get("kernel", "6.2")
-            kernel = kernel if isinstance(kernel, str) else getattr(kernel, "label", "6.2")
-            self._scale = sc = ScaleRun(scheme=scheme, guard=cfg.get("guard"), kernel=kernel)
-        return sc
-
-    def _scale_show(self, sc: ScaleRun):
-        with self._held([self.w_scale_progress, self.w_scale_info, self.b_scale_run,
-                         self.b_scale_stop]):
-            self.w_scale_progress.max = sc.expected_vmas
-            self.w_scale_progress.value = min(sc.vmas, sc.expected_vmas)
-            self.w_scale_info.value = "<small>%s under %s, guard %s</small>" % (
-                views.html.escape(sc.summary()), sc.scheme, sc.guard or "none")
-            running = self._scale_task is not None and not self._scale_task.done()
-            self.b_scale_run.disabled = running or sc.done
-            self.b_scale_stop.disabled = not running
-
-    def scale_start(self, blocking=None):
-        """Start (or continue) the scale run.  In a running kernel it goes chunk by chunk as
-        an asyncio task, so the Stop button is heard between chunks; without an event loop
-        (plain Python, tests) or with ``blocking=True`` it runs to the end here."""
-        sc = self._scale_obj()
-        if sc.done:
-            sc.release()
-            sc.reset_counts()
-        sc.stop_requested = False
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if blocking or loop is None:
-            sc.run(progress=self._scale_show)
-            self._scale_show(sc)
-            return sc
-        self._scale_task = loop.create_task(self._scale_loop(sc))
-        self._scale_show(sc)
-        return sc
-
-    async def _scale_loop(self, sc: ScaleRun):
-        try:
-            while not sc.done and not sc.stop_requested:
-                sc.run_chunk()
-                self._scale_show(sc)
-                await asyncio.sleep(0.01)      # let the kernel hear the Stop button
-        finally:
-            self._scale_task = None
-            self._scale_show(sc)
-
-    def scale_stop(self):
-        if self._scale is not None:
-            self._scale.stop_requested = True
-
-    def scale_release(self):
-        if self._scale is not None:
-            self._scale.release()
-            self._scale_show(self._scale)
-
 
 # =========================================================================================
 # Entry points

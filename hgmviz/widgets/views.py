@@ -9,9 +9,9 @@ from __future__ import annotations
 import html
 import re
 
-from ..comparison import folio_counters
-from ..describe import UPDATE_LABELS, classify, fmt_addr, fmt_size, op_label  # noqa: F401
-from ..schemes.base import UPDATE_KINDS
+from ..comparison import watched_counters
+from ..render.counters import counter_table, table_html, watched
+from ..describe import classify, fmt_addr, fmt_size, op_label  # noqa: F401
 
 __all__ = ["fmt_size", "fmt_addr", "op_label", "classify", "svg_html", "counters_html",
            "log_html", "watched", "counters_rows", "RESULT_TAGS"]
@@ -50,122 +50,20 @@ def text_html(text: str, version: int, label: str) -> str:
 
 
 # -----------------------------------------------------------------------------------------
-# Counters
+# Counters: the one table model (hgmviz.render.counters), drawn as HTML
 # -----------------------------------------------------------------------------------------
-def watched(session, limit: int = 4) -> tuple:
-    """The (file label, byte offset)s whose folios the counters table shows: the session's
-    ``watch``, else the first folios in the page cache of the first scheme's files."""
-    if session.watch:
-        return tuple(session.watch)
-    out = []
-    for label, f in sorted(session.world.files.items()):
-        st = f.page_cache()
-        for idx in sorted(st):
-            out.append((label, idx * f.hstate.size))
-            if len(out) >= limit:
-                return tuple(out)
-    return tuple(out)
-
-
 def counters_rows(session, watch, pages=(0, 1)) -> dict:
-    """``{scheme: {"f@0x0": counters or None}}`` plus ``{scheme: {"meminfo": ...}}``:
-    read-only, through the folios' accessors (``hgmviz.comparison.folio_counters``)."""
-    out = {}
-    for s in session.schemes:
-        w = session.worlds[s]
-        row = {}
-        for label, off in watch:
-            f = w.files.get(label)
-            folio = f.folio_at(off) if f is not None else None
-            row["%s@%#x" % (label, off)] = folio_counters(w.machine, folio, pages)
-        out[s] = row
-    return out
-
-
-_FIELDS = (("refcount", "folio_ref_count()"), ("entire_mapcount", "folio_entire_mapcount()"),
-           ("mapcount", "folio_mapcount()"))
-
-
-def _cell(value, old, wrapped=False) -> str:
-    changed = old is not None and old != value
-    txt = html.escape(str(value))
-    if changed:
-        txt = "<b>%s</b> <small>(was %s)</small>" % (txt, html.escape(str(old)))
-    style = ' style="color:#a3161b"' if wrapped else ""
-    return "<td%s%s>%s%s</td>" % (' class="changed"' if changed else "", style,
-                                  "~ " if changed else "", txt)
+    """``{scheme: {"f@0x0": counters or None}}``: read-only, through the folios' accessors
+    (:func:`hgmviz.comparison.watched_counters`)."""
+    return watched_counters({s: session.worlds[s] for s in session.schemes}, watch, pages)
 
 
 def counters_html(session, watch, previous=None) -> tuple:
     """The counters table (one column per scheme) and the values it shows (pass them back
     as ``previous`` next time: changed cells are bold, marked "~" and say what they were)."""
-    rows = counters_rows(session, watch)
-    schemes = session.schemes
-    head = "".join("<th>%s</th>" % html.escape(s) for s in schemes)
-    lines = ['<table class="hgmviz-counters"><caption>Folio counters (kernel accessors)'
-             '</caption><tr><th scope="col">folio</th><th scope="col">counter</th>%s</tr>'
-             % head]
-    values = {}
-    if not watch:
-        lines.append('<tr><td colspan="%d">no folio in any page cache yet</td></tr>'
-                     % (2 + len(schemes)))
-    for label, off in watch:
-        key = "%s@%#x" % (label, off)
-        fields = list(_FIELDS) + [("page_mapcount0", "page_mapcount(page 0)"),
-                                  ("page_mapcount1", "page_mapcount(page 1)")]
-        for fi, (name, shown) in enumerate(fields):
-            cells = []
-            for s in schemes:
-                c = rows[s].get(key)
-                if c is None:
-                    v = "—"
-                    wrapped = False
-                elif name.startswith("page_mapcount"):
-                    v = c["page_mapcount"].get(int(name[-1]), "—")
-                    wrapped = False
-                else:
-                    v = c[name]
-                    wrapped = bool(c["wrapped"]) and name == "refcount"
-                    if wrapped:
-                        v = "%s WRAPPED" % v
-                values[(s, key, name)] = v
-                old = previous.get((s, key, name)) if previous else None
-                cells.append(_cell(v, old, wrapped))
-            first = ('<th scope="row" rowspan="%d">%s</th>' % (len(fields), html.escape(key))
-                     if fi == 0 else "")
-            lines.append("<tr>%s<td><code>%s</code></td>%s</tr>" % (first, shown, "".join(cells)))
-        meta = [rows[s].get(key, {}) or {} for s in schemes]
-        if any("metadata_bytes" in m for m in meta):
-            lines.append("<tr><td></td><td>metadata bytes</td>%s</tr>" % "".join(
-                "<td>%s</td>" % m.get("metadata_bytes", "—") for m in meta))
-    # the pool (/proc/meminfo), per hstate that has pages
-    mi = {s: session.machines[s].meminfo() for s in schemes}
-    names = ("HugePages_Total", "HugePages_Free", "HugePages_Rsvd")
-    for size, d in sorted(mi[schemes[0]].items()):
-        if not d.get("HugePages_Total"):
-            continue
-        for k, name in enumerate(names):
-            cells = []
-            for s in schemes:
-                v = mi[s][size][name]
-                values[(s, size, name)] = v
-                cells.append(_cell(v, previous.get((s, size, name)) if previous else None))
-            first = ('<th scope="row" rowspan="%d">pool<br>%s</th>' % (len(names),
-                                                                    fmt_size(size))
-                     if k == 0 else "")
-            lines.append("<tr>%s<td><code>%s</code></td>%s</tr>" % (first, name,
-                                                                    "".join(cells)))
-    # the work behind the last step's net change (Machine.last_counter_updates)
-    upd = {s: session.machines[s].last_counter_updates for s in schemes}
-    kinds = [k for k in UPDATE_KINDS if k != "metadata" or any(upd[s][k] for s in schemes)]
-    for k, kind in enumerate(kinds):
-        first = ('<th scope="row" rowspan="%d">last step:<br>counter updates</th>' % len(kinds)
-                 if k == 0 else "")
-        lines.append("<tr>%s<td><code>%s</code></td>%s</tr>" % (
-            first, UPDATE_LABELS[kind], "".join("<td>%s</td>" % format(upd[s][kind], ",")
-                                                for s in schemes)))
-    lines.append("</table>")
-    return "\n".join(lines), values
+    table = counter_table(session, previous, watch)
+    return (table_html(table, caption="Folio counters (kernel accessors)",
+                       css_class="hgmviz-counters"), table.values)
 
 
 # -----------------------------------------------------------------------------------------
@@ -221,24 +119,59 @@ def log_html(session, notes=(), limit: int = 40) -> str:
             'result)</caption>%s</table>' % "".join(rows))
 
 
+#: The explorer's style.  Colours come from JupyterLab's theme variables (Voila uses the
+#: same), so light and dark themes both read well; the fallbacks are for other front ends.
+#: Result colours are chosen per theme for WCAG AA contrast (4.5:1) on the theme's
+#: background.  The counters table may wrap a cell ("was N" under the value) but never
+#: clips one: its box scrolls when the window is too narrow.
 CSS = """
 <style>
+.hgmviz-explorer {
+  --hv-fg: var(--jp-ui-font-color1, #1a1a1a); --hv-muted: var(--jp-ui-font-color1, #424242);
+  --hv-bg: var(--jp-layout-color0, #ffffff); --hv-bg2: var(--jp-layout-color2, #eeeeee);
+  --hv-border: var(--jp-border-color2, #c8ccd2);
+  --hv-good: #17601f; --hv-bad: #a3161b; --hv-warn: #7a4100;
+  --hv-changed: rgba(255, 170, 0, 0.22); --hv-wrapped: rgba(255, 60, 60, 0.18);
+  color: var(--hv-fg);
+}
+body[data-jp-theme-light="false"] .hgmviz-explorer {
+  --hv-good: #8fd694; --hv-bad: #ff9c94; --hv-warn: #ffcc80;
+}
+@media (prefers-color-scheme: dark) {
+  body:not([data-jp-theme-light]) .hgmviz-explorer {
+    --hv-fg: #e8e8e8; --hv-muted: #cfcfcf; --hv-bg: #111111; --hv-bg2: #2a2a2a;
+    --hv-good: #8fd694; --hv-bad: #ff9c94; --hv-warn: #ffcc80;
+  }
+}
 .hgmviz-explorer .hgmviz-counters, .hgmviz-explorer .hgmviz-log {border-collapse: collapse;
-  font-size: 12px; width: 100%;}
+  font-size: 12px; width: 100%; color: var(--hv-fg);}
 .hgmviz-explorer .hgmviz-counters td, .hgmviz-explorer .hgmviz-counters th,
-.hgmviz-explorer .hgmviz-log td {border: 1px solid #c8ccd2; padding: 2px 5px; vertical-align: top;
-  color: #1a1a1a; text-align: left;}
+.hgmviz-explorer .hgmviz-log td {border: 1px solid var(--hv-border); padding: 2px 5px;
+  vertical-align: top; color: var(--hv-fg); text-align: left;}
+.hgmviz-explorer .hgmviz-counters td {text-align: right; font-variant-numeric: tabular-nums;
+  white-space: nowrap;}
+.hgmviz-explorer .hgmviz-counters th[scope=rowgroup] {background: var(--hv-bg2);
+  white-space: normal; overflow-wrap: anywhere;}
+.hgmviz-explorer .hgmviz-counters th[scope=row] {font-weight: normal; white-space: nowrap;}
 .hgmviz-explorer .hgmviz-counters caption, .hgmviz-explorer .hgmviz-log caption {
-  text-align: left; font-weight: bold; color: #1a1a1a;}
-.hgmviz-explorer .hgmviz-counters td.changed {background: #fdf0dc;}
-.hgmviz-explorer .hgmviz-counters th, .hgmviz-explorer .hgmviz-counters td {white-space: nowrap;}
-.hgmviz-explorer .hgmviz-log tr.undone td {color: #595959; background: #f2f2f2;}
-.hgmviz-explorer .r-ok {color: #17601f;}
+  text-align: left; font-weight: bold; color: var(--hv-fg);}
+.hgmviz-explorer .hgmviz-counters td.changed {background: var(--hv-changed); font-weight: bold;}
+.hgmviz-explorer .hgmviz-counters td.wrapped {background: var(--hv-wrapped); font-weight: bold;
+  color: var(--hv-bad);}
+.hgmviz-explorer .hgmviz-counters small.was {display: block; font-weight: normal;
+  color: var(--hv-muted);}
+.hgmviz-explorer .hgmviz-counters-box {overflow-x: auto; max-width: 100%;}
+.hgmviz-explorer .hgmviz-log tr.undone td {color: var(--hv-muted); background: var(--hv-bg2);}
+.hgmviz-explorer .r-ok {color: var(--hv-good);}
 .hgmviz-explorer .r-errno, .hgmviz-explorer .r-SIGBUS, .hgmviz-explorer .r-SIGSEGV,
 .hgmviz-explorer .r-guard, .hgmviz-explorer .r-wrap, .hgmviz-explorer .r-rejected,
-.hgmviz-explorer .r-state_kept {color: #a3161b;}
-.hgmviz-explorer .r-partial, .hgmviz-explorer .r-userfault {color: #7a4100;}
+.hgmviz-explorer .r-state_kept {color: var(--hv-bad);}
+.hgmviz-explorer .r-partial, .hgmviz-explorer .r-userfault, .hgmviz-explorer .r-skipped {
+  color: var(--hv-warn);}
 .hgmviz-explorer .hgmviz-diagram {overflow: auto; background: #ffffff;}
-.hgmviz-explorer .hgmviz-status {font-size: 12px; color: #1a1a1a;}
+.hgmviz-explorer .hgmviz-diagram.dark {background: #1e1e1e;}
+.hgmviz-explorer .hgmviz-status, .hgmviz-explorer .hgmviz-title {font-size: 12px;
+  color: var(--hv-fg);}
+.hgmviz-explorer .hgmviz-status b, .hgmviz-explorer .hgmviz-title b {color: var(--hv-fg);}
 </style>
 """
