@@ -1,0 +1,470 @@
+"""Layer 1: the page-table pool, its record layouts, the undo journal and the event buffer.
+
+Kernels see the pool as two tuples of numpy arrays, ``P`` (page tables + journal) and ``E``
+(events), and the geometry as an int64 array ``g``.  Their slots have names here (``P_ENT``,
+``E_KIND``, ``G_LEVELS``, ...); numba folds a global constant index into a static tuple
+access, so a named slot costs what ``P[0]`` cost.
+"""
+from __future__ import annotations
+
+import errno as _errno
+
+import numpy as np
+
+from .._jit import njit
+from ..geometry import HugetlbLevel
+
+__all__ = [
+    "LEVEL_PTE", "LEVEL_PMD", "LEVEL_PUD", "P_ENT", "P_TLEVEL", "P_TCOUNT", "P_TSHARE",
+    "P_TFOLIO", "P_FSTACK", "P_META", "P_JT", "P_JI", "P_JO", "E_KIND", "E_MM", "E_ADDR",
+    "E_SHIFT", "E_COUNT", "E_PFN", "E_FOLIO", "G_PAGE_SHIFT", "G_BITS", "G_LEVELS", "FL_NH",
+    "FL_PFN0", "FL_ORDER", "FL_FOLIO0", "FL_NR", "FL_STRIDE", "RES_COUNT", "RES_BYTES",
+    "RES_LEAVES", "RES_FAIL_ADDR", "RES_LAST_SHIFT", "M_NFREE", "M_JLEN", "M_NEV", "OK",
+    "NEED_TABLES", "NEED_JOURNAL", "NEED_EVENTS", "EEXIST", "EFAULT", "EINVAL",
+    "MODE_LARGEST", "MODE_FIXED", "MODE_FAULT", "F_NO_HSTATE_EVENTS", "INJECT_AFTER_ALLOC",
+    "INJECT_AT_LOOKUP", "EV_SET", "EV_CLEAR", "EV_HSTATE_POPULATED", "EV_HSTATE_CLEARED",
+    "EV_TABLE_ALLOC", "EV_TABLE_FREE", "EV_PMD_SHARE", "EV_PMD_UNSHARE", "EV_PAGECACHE_ADD",
+    "EV_PAGECACHE_DEL", "EV_FOLIO_ALLOC", "EV_FOLIO_FREE", "EVENT_NAMES", "J_ALLOC",
+    "J_FREE_LEVEL", "J_SHARE", "J_FREE_FOLIO", "J_FILL_HEAD", "J_FILL_COUNT",
+    "ROOM_PIECE_J", "ROOM_PIECE_E", "mk_leaf", "mk_table", "is_leaf", "is_table",
+    "set_entry", "table_alloc", "table_free", "set_share", "rollback", "emit",
+    "PageTablePool",
+]
+
+
+# ---- page-table levels (enum hugetlb_level, HGM v1 11/46) as plain ints for the kernels --
+LEVEL_PTE = int(HugetlbLevel.PTE)
+LEVEL_PMD = int(HugetlbLevel.PMD)
+LEVEL_PUD = int(HugetlbLevel.PUD)
+
+# ---- slots of the P tuple (PageTablePool.P) ---------------------------------------------
+P_ENT = 0        # ent[table, index]: the entries
+P_TLEVEL = 1     # tlevel[table]: the level of a page (0 = free)
+P_TCOUNT = 2     # tcount[table]: non-none entries
+P_TSHARE = 3     # tshare[table]: extra sharers of a hugetlb PMD page (ptdesc->pt_share_count)
+P_TFOLIO = 4     # tfolio[table]: the folio a table below the hstate level maps (-1 above)
+P_FSTACK = 5     # fstack[:meta[M_NFREE]]: free pages
+P_META = 6       # meta[M_*]
+P_JT = 7         # journal: table (or a count for J_FILL_COUNT)
+P_JI = 8         # journal: index (>= 0) or a J_* record kind (< 0)
+P_JO = 9         # journal: old value
+
+# ---- slots of the E tuple (PageTablePool.E): one event per index --------------------------
+E_KIND = 0
+E_MM = 1
+E_ADDR = 2
+E_SHIFT = 3
+E_COUNT = 4
+E_PFN = 5
+E_FOLIO = 6
+
+# ---- slots of the geometry array g (Machine._g) ------------------------------------------
+G_PAGE_SHIFT = 0
+G_BITS = 1       # bits per level: log2(PTRS_PER_TABLE)
+G_LEVELS = 2
+
+# ---- the folio layout array fl: [nh, (pfn0, order, folio0, nr) * nh] ---------------------
+FL_NH = 0
+FL_PFN0 = 1
+FL_ORDER = 2
+FL_FOLIO0 = 3
+FL_NR = 4
+FL_STRIDE = 4
+
+# ---- the result array res (int64[4]) of the ranged kernels -------------------------------
+RES_COUNT = 0       # zap/unshare/free/copy: what was done (leaves, tables)
+RES_BYTES = 0       # install_range: bytes done
+RES_LEAVES = 1      # install_range: leaves installed
+RES_FAIL_ADDR = 2   # install_range: the failing address (-1: none)
+RES_LAST_SHIFT = 3  # install_range: the shift of the last leaf (or of the present one)
+
+# ---- meta slots ------------------------------------------------------------------------
+M_NFREE = 0
+M_JLEN = 1
+M_NEV = 2
+
+# ---- status codes (negative values are -errno) ------------------------------------------
+OK = 0
+NEED_TABLES = 1001
+NEED_JOURNAL = 1002
+NEED_EVENTS = 1003
+EEXIST = _errno.EEXIST
+EFAULT = _errno.EFAULT
+EINVAL = _errno.EINVAL
+
+# ---- install modes ----------------------------------------------------------------------
+MODE_LARGEST = 0   # hugetlb_alloc_largest_pte: largest allowed aligned piece that fits
+MODE_FIXED = 1     # every piece has one given size (the batched UFFDIO_CONTINUE)
+MODE_FAULT = 2     # hugetlb_fault: the size of the first none entry found
+
+F_NO_HSTATE_EVENTS = 1  # collapse: the hstate-level entry never becomes none
+
+INJECT_AFTER_ALLOC = 1  # fail after the page tables are allocated, before the entry is set
+INJECT_AT_LOOKUP = 2    # fail at the page-cache lookup, before the walk
+
+# ---- event kinds --------------------------------------------------------------------------
+EV_SET = 1                 # set_huge_pte_at: count leaves of 1 << shift from addr, pfns from pfn
+EV_CLEAR = 2               # huge_ptep_get_and_clear: same fields
+EV_HSTATE_POPULATED = 3    # the hstate-level entry went none -> present (leaf or table)
+EV_HSTATE_CLEARED = 4      # the hstate-level entry went present -> none
+EV_TABLE_ALLOC = 5         # a page-table page of level `shift` was allocated, covering addr
+EV_TABLE_FREE = 6          # ... freed
+EV_PMD_SHARE = 7           # huge_pmd_share: this mm's PUD entry now points at a shared PMD page
+EV_PMD_UNSHARE = 8         # huge_pmd_unshare
+EV_PAGECACHE_ADD = 9       # __filemap_add_folio: +count references
+EV_PAGECACHE_DEL = 10      # filemap_remove_folio / truncate: -count references
+EV_FOLIO_ALLOC = 11        # alloc_hugetlb_folio (from the pool)
+EV_FOLIO_FREE = 12         # free_huge_folio (back to the pool)
+
+EVENT_NAMES = {
+    EV_SET: "set_huge_pte_at", EV_CLEAR: "huge_ptep_get_and_clear",
+    EV_HSTATE_POPULATED: "hstate_populated", EV_HSTATE_CLEARED: "hstate_cleared",
+    EV_TABLE_ALLOC: "pgtable_alloc", EV_TABLE_FREE: "pgtable_free",
+    EV_PMD_SHARE: "huge_pmd_share", EV_PMD_UNSHARE: "huge_pmd_unshare",
+    EV_PAGECACHE_ADD: "filemap_add_folio", EV_PAGECACHE_DEL: "filemap_remove_folio",
+    EV_FOLIO_ALLOC: "alloc_hugetlb_folio", EV_FOLIO_FREE: "free_huge_folio",
+}
+
+# journal record kinds (ji < 0); ji >= 0 is an entry write ent[jt, ji] = jo (old value)
+J_ALLOC = -1
+J_FREE_LEVEL = -2
+J_SHARE = -3
+J_FREE_FOLIO = -4
+J_FILL_HEAD = -5     # (table, J_FILL_HEAD, first index) ...
+J_FILL_COUNT = -6    # ... then (count, J_FILL_COUNT, 0): count none entries were filled
+
+ROOM_PIECE_J = 64     # journal records one slow-path piece may need at most
+ROOM_PIECE_E = 16     # events one slow-path piece may need at most
+
+
+# =========================================================================================
+# Entry encoding, journalled writes, events
+# =========================================================================================
+@njit
+def mk_leaf(pfn):
+    """A present leaf mapping ``pfn``: ``(pfn << 1) | 1``."""
+    return np.int32((pfn << 1) | 1)
+
+
+@njit
+def mk_table(t):
+    """A non-leaf entry pointing at page-table page ``t``: ``t << 1``."""
+    return np.int32(t << 1)
+
+
+@njit
+def is_leaf(v):
+    """``hugetlb_pte_present_leaf``: a present leaf (any level)."""
+    return (v & 1) == 1
+
+
+@njit
+def is_table(v):
+    """A non-none entry that points at a lower page-table page."""
+    return v != 0 and (v & 1) == 0
+
+
+@njit
+def _jpush(P, t, i, o):
+    meta = P[P_META]
+    n = meta[M_JLEN]
+    P[P_JT][n] = t
+    P[P_JI][n] = i
+    P[P_JO][n] = o
+    meta[M_JLEN] = n + 1
+
+
+@njit
+def _room(P, E, nj, ne):
+    """OK when ``nj`` more journal records and ``ne`` more events fit, else a NEED_* code."""
+    meta = P[P_META]
+    if meta[M_JLEN] + nj > P[P_JT].shape[0]:
+        return NEED_JOURNAL
+    if meta[M_NEV] + ne > E[E_KIND].shape[0]:
+        return NEED_EVENTS
+    return OK
+
+
+@njit
+def set_entry(P, t, i, v):
+    """Write one entry, journalled, keeping ``tcount`` right."""
+    ent = P[P_ENT]
+    tcount = P[P_TCOUNT]
+    old = ent[t, i]
+    _jpush(P, t, i, old)
+    ent[t, i] = v
+    if old == 0 and v != 0:
+        tcount[t] += 1
+    elif old != 0 and v == 0:
+        tcount[t] -= 1
+
+
+@njit
+def table_alloc(P, level, folio):
+    """``pte_alloc_one()``/``pmd_alloc_one()``: pop a zeroed page; 0 when the pool is empty."""
+    meta = P[P_META]
+    n = meta[M_NFREE]
+    if n == 0:
+        return 0
+    t = P[P_FSTACK][n - 1]
+    meta[M_NFREE] = n - 1
+    _jpush(P, t, J_ALLOC, 0)
+    P[P_TLEVEL][t] = level
+    P[P_TFOLIO][t] = folio
+    return t
+
+
+@njit
+def table_free(P, t):
+    """``pte_free()``/``pmd_free()``: the page must be empty and unshared."""
+    _jpush(P, t, J_FREE_LEVEL, P[P_TLEVEL][t])
+    _jpush(P, t, J_FREE_FOLIO, P[P_TFOLIO][t])
+    P[P_TLEVEL][t] = 0
+    P[P_TFOLIO][t] = -1
+    meta = P[P_META]
+    n = meta[M_NFREE]
+    P[P_FSTACK][n] = t
+    meta[M_NFREE] = n + 1
+
+
+@njit
+def set_share(P, t, value):
+    """Set ``tshare[t]`` (``ptdesc->pt_share_count``), journalled."""
+    _jpush(P, t, J_SHARE, P[P_TSHARE][t])
+    P[P_TSHARE][t] = value
+
+
+@njit
+def rollback(P, upto):
+    """Undo journal records ``[upto, len)`` in reverse order: the state is byte-identical."""
+    ent = P[P_ENT]
+    tlevel = P[P_TLEVEL]
+    tcount = P[P_TCOUNT]
+    tshare = P[P_TSHARE]
+    tfolio = P[P_TFOLIO]
+    fstack = P[P_FSTACK]
+    meta = P[P_META]
+    jt = P[P_JT]
+    ji = P[P_JI]
+    jo = P[P_JO]
+    k = meta[M_JLEN] - 1
+    while k >= upto:
+        t = jt[k]
+        i = ji[k]
+        o = jo[k]
+        if i >= 0:
+            cur = ent[t, i]
+            ent[t, i] = o
+            if cur != 0 and o == 0:
+                tcount[t] -= 1
+            elif cur == 0 and o != 0:
+                tcount[t] += 1
+        elif i == J_FILL_COUNT:
+            count = t
+            tt = jt[k - 1]
+            i0 = jo[k - 1]
+            for j in range(count):
+                ent[tt, i0 + j] = 0
+            tcount[tt] -= count
+            k -= 1
+        elif i == J_ALLOC:
+            n = meta[M_NFREE]
+            fstack[n] = t
+            meta[M_NFREE] = n + 1
+            tlevel[t] = 0
+            tfolio[t] = -1
+        elif i == J_FREE_FOLIO:
+            tfolio[t] = o
+        elif i == J_FREE_LEVEL:
+            meta[M_NFREE] -= 1
+            tlevel[t] = o
+        elif i == J_SHARE:
+            tshare[t] = o
+        k -= 1
+    meta[M_JLEN] = upto
+
+
+@njit
+def emit(E, meta, g, kind, mm, addr, shift, count, pfn, folio):
+    """Append an event; consecutive leaves of one size and folio merge into one ranged event."""
+    n = meta[M_NEV]
+    ek = E[E_KIND]
+    if (kind == EV_SET or kind == EV_CLEAR) and n > 0:
+        p = n - 1
+        if (ek[p] == kind and E[E_MM][p] == mm and E[E_SHIFT][p] == shift
+                and E[E_FOLIO][p] == folio
+                and E[E_ADDR][p] + (E[E_COUNT][p] << shift) == addr
+                and E[E_PFN][p] + (E[E_COUNT][p] << (shift - g[G_PAGE_SHIFT])) == pfn):
+            E[E_COUNT][p] += count
+            return
+    ek[n] = kind
+    E[E_MM][n] = mm
+    E[E_ADDR][n] = addr
+    E[E_SHIFT][n] = shift
+    E[E_COUNT][n] = count
+    E[E_PFN][n] = pfn
+    E[E_FOLIO][n] = folio
+    meta[M_NEV] = n + 1
+
+
+# =========================================================================================
+# Pool container (plain Python; arrays are what kernels see)
+# =========================================================================================
+def _no_transparent_hugepages(a: np.ndarray):
+    """Ask Linux not to back a large array with THP (MADV_NOHUGEPAGE).
+
+    The pool is written once, table by table; on the machines measured, faulting it in
+    2 MiB THP pieces was twice as slow as 4 KiB pages.  A hint only: any failure is ignored.
+    """
+    if a.nbytes < (64 << 20):
+        return
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        start = (a.ctypes.data + 4095) & ~4095
+        end = (a.ctypes.data + a.nbytes) & ~4095
+        libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 15)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+class PageTablePool:
+    """The page-table page pool, the undo journal and the event buffer, as numpy arrays."""
+
+    def __init__(self, ptrs: int, tables: int = 64, journal: int = 4096, events: int = 1024):
+        self.ptrs = ptrs
+        self.ent = np.zeros((tables, ptrs), dtype=np.int32)
+        self.tlevel = np.zeros(tables, dtype=np.int8)
+        self.tcount = np.zeros(tables, dtype=np.int32)
+        self.tshare = np.zeros(tables, dtype=np.int32)
+        self.tfolio = np.full(tables, -1, dtype=np.int32)
+        self.fstack = np.zeros(tables, dtype=np.int32)
+        free = np.arange(tables - 1, 0, -1, dtype=np.int32)   # pops give 1, 2, 3, ...
+        self.fstack[: free.size] = free
+        self.meta = np.zeros(4, dtype=np.int64)
+        self.meta[M_NFREE] = free.size
+        self.jt = np.zeros(journal, dtype=np.int32)
+        self.ji = np.zeros(journal, dtype=np.int32)
+        self.jo = np.zeros(journal, dtype=np.int32)
+        self.ek = np.zeros(events, dtype=np.int8)
+        self.emm = np.zeros(events, dtype=np.int32)
+        self.eaddr = np.zeros(events, dtype=np.int64)
+        self.eshift = np.zeros(events, dtype=np.int8)
+        self.ecount = np.zeros(events, dtype=np.int64)
+        self.epfn = np.zeros(events, dtype=np.int64)
+        self.efolio = np.zeros(events, dtype=np.int32)
+
+    # the tuples the kernels take -------------------------------------------------------
+    @property
+    def P(self):
+        """The page-table tuple the kernels take; slots ``P_ENT`` .. ``P_JO``."""
+        return (self.ent, self.tlevel, self.tcount, self.tshare, self.tfolio, self.fstack,
+                self.meta, self.jt, self.ji, self.jo)
+
+    @property
+    def E(self):
+        """The event tuple the kernels take; slots ``E_KIND`` .. ``E_FOLIO``."""
+        return (self.ek, self.emm, self.eaddr, self.eshift, self.ecount, self.epfn, self.efolio)
+
+    @property
+    def capacity(self) -> int:
+        return self.ent.shape[0]
+
+    @property
+    def nr_free(self) -> int:
+        return int(self.meta[M_NFREE])
+
+    @property
+    def nr_used(self) -> int:
+        return self.capacity - 1 - self.nr_free
+
+    # growth (never during a kernel call; callers roll back first) ---------------------
+    def grow_tables(self, need: int = 0):
+        old = self.capacity
+        new = max(old * 2, old + need + 64) if need <= old else old + need + 64
+        ent = np.zeros((new, self.ptrs), dtype=np.int32)
+        _no_transparent_hugepages(ent)
+        ent[:old] = self.ent
+        self.ent = ent
+        self.tlevel = np.concatenate([self.tlevel, np.zeros(new - old, np.int8)])
+        self.tcount = np.concatenate([self.tcount, np.zeros(new - old, np.int32)])
+        self.tshare = np.concatenate([self.tshare, np.zeros(new - old, np.int32)])
+        self.tfolio = np.concatenate([self.tfolio, np.full(new - old, -1, np.int32)])
+        nfree = int(self.meta[M_NFREE])
+        added = np.arange(new - 1, old - 1, -1, dtype=np.int32)
+        fstack = np.zeros(new, dtype=np.int32)
+        # new pages go under the existing stack so the existing pop order is unchanged
+        fstack[: added.size] = added
+        fstack[added.size: added.size + nfree] = self.fstack[:nfree]
+        self.fstack = fstack
+        self.meta[M_NFREE] = nfree + added.size
+
+    def grow_journal(self):
+        n = self.jt.size * 2
+        for name in ("jt", "ji", "jo"):
+            a = getattr(self, name)
+            b = np.zeros(n, dtype=a.dtype)
+            b[: a.size] = a
+            setattr(self, name, b)
+
+    def grow_events(self):
+        n = self.ek.size * 2
+        for name in ("ek", "emm", "eaddr", "eshift", "ecount", "epfn", "efolio"):
+            a = getattr(self, name)
+            b = np.zeros(n, dtype=a.dtype)
+            b[: a.size] = a
+            setattr(self, name, b)
+
+    def run(self, kernel, *args, levels: int = 5) -> int:
+        """Call a kernel taking ``(P, E, *args)``; on a NEED_* status roll back what that call
+        did, grow the pool, journal or event buffer, and call again."""
+        meta = self.meta
+        while True:
+            jm = int(meta[M_JLEN])
+            em = int(meta[M_NEV])
+            st = int(kernel(self.P, self.E, *args))
+            if st not in (NEED_TABLES, NEED_JOURNAL, NEED_EVENTS):
+                return st
+            rollback(self.P, jm)
+            meta[M_NEV] = em
+            if st == NEED_TABLES:
+                self.grow_tables(levels)
+            elif st == NEED_JOURNAL:
+                self.grow_journal()
+            else:
+                self.grow_events()
+
+    def reserve_tables(self, n: int):
+        """Make room for ``n`` more pages up front (a large pool is lazily zeroed memory:
+        only pages written to become resident)."""
+        if self.nr_free < n:
+            self.grow_tables(n - self.nr_free)
+
+    def ensure_free_tables(self, n: int):
+        while self.nr_free < n:
+            self.grow_tables(n)
+
+    # snapshots --------------------------------------------------------------------------
+    _STATE = ("ent", "tlevel", "tcount", "tshare", "tfolio", "fstack")
+
+    def state_arrays(self):
+        """The arrays that make up the page-table state (journal and events excluded)."""
+        return {k: getattr(self, k) for k in self._STATE} | {"nfree": self.meta[M_NFREE:M_NFREE + 1]}
+
+    def snapshot(self):
+        return {k: v.copy() for k, v in self.state_arrays().items()}
+
+    def restore(self, snap):
+        for k in self._STATE:
+            setattr(self, k, snap[k].copy())
+        self.meta[M_NFREE] = snap["nfree"][0]
+        self.meta[M_JLEN] = 0
+        self.meta[M_NEV] = 0
+
+    def events(self, start: int = 0):
+        """The events from ``start`` on, as a dict of array copies."""
+        n = int(self.meta[M_NEV])
+        return {"kind": self.ek[start:n].copy(), "mm": self.emm[start:n].copy(),
+                "addr": self.eaddr[start:n].copy(), "shift": self.eshift[start:n].copy(),
+                "count": self.ecount[start:n].copy(), "pfn": self.epfn[start:n].copy(),
+                "folio": self.efolio[start:n].copy()}
