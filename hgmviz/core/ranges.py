@@ -122,7 +122,7 @@ def install_range(P, E, g, pgd, mm, vstart, vpgoff, hs, hl, min_shift, pc, fpfn,
             if n <= 0:
                 cur_t = 0
                 continue
-            st = _room(P, E, 2, 1)
+            st = _room(P, E, 2, 2)
             if st != OK:
                 return st
             i0 = (addr >> ts) & pmask
@@ -136,6 +136,10 @@ def install_range(P, E, g, pgd, mm, vstart, vpgoff, hs, hl, min_shift, pc, fpfn,
                 tcount[cur_t] += k
                 _jpush(P, cur_t, J_FILL_HEAD, i0)
                 _jpush(P, k, J_FILL_COUNT, 0)
+                if ts == hs and hstate_events:
+                    # a whole-hugepage leaf (run_end stops at the hugepage's end, so k == 1):
+                    # its hstate-level entry went none -> present, as on the slow path
+                    emit(E, meta, g, EV_HSTATE_POPULATED, mm, hbase, hs, 1, fpfn[folio], folio)
                 emit(E, meta, g, EV_SET, mm, addr, ts, k, pfn_at, folio)
                 addr += k << ts
                 done += k
