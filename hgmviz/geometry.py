@@ -105,15 +105,61 @@ class Geometry:
     hstates: tuple = field(init=False, compare=False)
 
     def __post_init__(self):
-        if self.levels not in (4, 5):
-            raise ValueError("levels must be 4 or 5, not %r" % (self.levels,))
+        self._validate()
         hs = []
         for i, sh in enumerate(self.hstate_shifts):
             order = sh - self.page_shift
-            if order <= 0 or order % self.bits_per_level:
-                raise ValueError("hstate shift %d is not a page-table level of %s" % (sh, self.name))
             hs.append(Hstate(order=order, shift=sh, level=order // self.bits_per_level + 1, index=i))
         object.__setattr__(self, "hstates", tuple(hs))
+
+    def _validate(self):
+        """Refuse, at construction, a geometry the jitted kernels cannot run: every field
+        checked for its type and range, the error naming the field and what is allowed."""
+        def whole(name, lo, hi, why=""):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError("Geometry %s must be an int in [%d, %d]%s, not %r"
+                                % (name, lo, hi, why, v))
+            if not lo <= v <= hi:
+                raise ValueError("Geometry %s must be in [%d, %d]%s, not %r"
+                                 % (name, lo, hi, why, v))
+            return v
+
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError("Geometry name must be a non-empty str, not %r" % (self.name,))
+        if self.levels not in (4, 5) or isinstance(self.levels, bool):
+            raise ValueError("Geometry levels must be 4 or 5, not %r" % (self.levels,))
+        ps = whole("page_shift", 1, 30)
+        bits = whole("bits_per_level", 1, 16, " (PTRS_PER_TABLE = 2**bits_per_level entries)")
+        top = ps + self.levels * bits
+        if top > 63:
+            raise ValueError(
+                "Geometry page_shift + levels * bits_per_level must be <= 63 (addresses are "
+                "int64; the top table then covers 2**63 bytes), not %d + %d * %d = %d"
+                % (ps, self.levels, bits, top))
+        whole("counter_bits", 2, 32, " (the width of the signed counters; atomic_t is 32)")
+        if isinstance(self.mmap_base, bool) or not isinstance(self.mmap_base, int):
+            raise TypeError("Geometry mmap_base must be an int, not %r" % (self.mmap_base,))
+        if not (0 < self.mmap_base < 1 << 63) or self.mmap_base % (1 << ps):
+            raise ValueError(
+                "Geometry mmap_base must be a multiple of the page size (%d) in (0, 2**63) "
+                "(addresses are int64), not %r" % (1 << ps, self.mmap_base))
+        shifts = self.hstate_shifts
+        if not isinstance(shifts, tuple) or not shifts:
+            raise TypeError("Geometry hstate_shifts must be a non-empty tuple of ints, not %r"
+                            % (shifts,))
+        allowed = ", ".join(str(ps + k * bits) for k in range(1, self.levels - 1))
+        for sh in shifts:
+            if isinstance(sh, bool) or not isinstance(sh, int):
+                raise TypeError("Geometry hstate_shifts must hold ints, not %r" % (sh,))
+            order = sh - ps
+            if order <= 0 or order % bits or order // bits + 1 >= self.levels:
+                raise ValueError(
+                    "hstate shift %d is not a page-table level of %s below the top table; "
+                    "allowed: %s" % (sh, self.name, allowed))
+        if len(set(shifts)) != len(shifts) or list(shifts) != sorted(shifts):
+            raise ValueError("Geometry hstate_shifts must be increasing without repeats, not %r"
+                             % (shifts,))
 
     # -- constants in the kernel's spelling ---------------------------------------------
     @property
