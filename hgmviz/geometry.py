@@ -16,6 +16,8 @@ import enum
 import os
 from dataclasses import dataclass, field
 
+from .units import format_size
+
 __all__ = [
     "HugetlbLevel", "Hstate", "Geometry", "X86_64", "X86_64_5LEVEL", "TOY",
     "KernelProfile", "get_geometry", "get_kernel_profile", "PAGE_SHIFT", "PAGE_SIZE",
@@ -76,14 +78,7 @@ class Hstate:
         return "hugepages-%dkB" % (self.size >> 10)
 
 
-def _fmt_size(n: int) -> str:
-    """``4096`` → ``"4 KiB"``, ``16773120`` → ``"16,380 KiB"``: the largest binary unit that
-    divides ``n``; sizes that are not whole KiB stay in bytes."""
-    n = int(n)
-    for unit, sh in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << sh and n % (1 << sh) == 0:
-            return "%s %s" % (format(n >> sh, ","), unit)
-    return "%s B" % format(n, ",")
+_fmt_size = format_size       # the one size formatter (hgmviz.units), under its old name
 
 
 @dataclass(frozen=True)

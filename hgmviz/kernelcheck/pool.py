@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from ..units import format_size as fmt_size
 from . import procfs
 
 __all__ = ["CannotRun", "PoolKeeper", "Change", "hstate_dir", "settings_snapshot", "host_lock",
@@ -61,13 +62,6 @@ class CannotRun(RuntimeError):
 # --- settings -------------------------------------------------------------------------------
 def hstate_dir(size: int) -> str:
     return os.path.join(procfs.HUGEPAGES_SYSFS, "hugepages-%dkB" % (size >> 10))
-
-
-def fmt_size(size: int) -> str:
-    for unit, sh in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if size >= 1 << sh and size % (1 << sh) == 0:
-            return "%d %s" % (size >> sh, unit)
-    return "%d B" % size
 
 
 def settings_snapshot() -> dict[str, str]:

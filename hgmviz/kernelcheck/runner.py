@@ -125,8 +125,8 @@ class SimWorld:
         self.machine_kwargs = machine_kwargs
 
     def start(self, scenario: CheckScenario):
-        import hgmviz as hv
-        return hv.Machine(nr_hugepages=dict(scenario.nr_hugepages), kernel=self.kernel,
+        from ..mm import Machine
+        return Machine(nr_hugepages=dict(scenario.nr_hugepages), kernel=self.kernel,
                           **self.machine_kwargs)
 
     def close(self, machine) -> None:
