@@ -54,7 +54,7 @@ class _Builder:
             "%s[%d..%d]" % (self.lname(level), lo, hi)
 
     # -- entries ---------------------------------------------------------------------------
-    def classify(self, now_vals, bef_vals):
+    def entry_states(self, now_vals, bef_vals):
         """Per entry: effective kind, status, folio, page, child now, child before, kind
         before (for replaced entries)."""
         kn = _kind(now_vals)
@@ -149,7 +149,7 @@ class _Builder:
             ok &= (cb == 0) | (self.bef.tshare[cb] == 0)
         else:
             B = None
-        C = self.classify(N.ravel(), None if B is None else B.ravel())
+        C = self.entry_states(N.ravel(), None if B is None else B.ravel())
         shp = N.shape
         K, ST, F, G = (C[x].reshape(shp) for x in ("k", "st", "f", "p"))
         if B is not None:
@@ -349,7 +349,7 @@ class _Builder:
         if hi < lo:
             return []
         now_vals = self.now.ent[t, lo:hi + 1] if t else np.zeros(hi - lo + 1, np.int64)
-        E = self.classify(now_vals, self.bent(tb, lo, hi))
+        E = self.entry_states(now_vals, self.bent(tb, lo, hi))
         drawn = level > 1 and level - 1 > self.fold
         pt = self.pair_types(E, level, base, lo, drawn)
         out = []
