@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from .core.memory import NotEnoughMemory, current_rss, pool_table_bytes, require_memory
+
 GIB = 1 << 30
 PAGE = 4096
 
@@ -94,6 +96,16 @@ def bench_cold_start(quick: bool):
              "import numpy+numba %.2f s" % base, best / base)]
 
 
+def scale_run_tables(guard: str = "int_max_half", kernel: str = "6.2") -> int:
+    """Page-table pages the scale run writes: per 1 GiB VMA mapped at 4 KiB one PMD page and
+    512 PTE pages (+1 for the PUD page a process may need), for every VMA the guard lets
+    through (``overflow_math``) plus the one it stops."""
+    from .overflow import overflow_math
+    p = overflow_math(hstate=GIB, piece=PAGE, kernel=kernel, guard=guard)
+    vmas = int(p["full_mappings"] if guard is not None else p["wraps_during_mapping"]) + 2
+    return vmas * 514
+
+
 def scale_run(guard: str = "int_max_half", kernel: str = "6.2", procs: int = 64,
               rounds: int = 2) -> dict:
     """Map one 1 GiB folio fully at 4 KiB, VMA after VMA, until the guard refuses or the
@@ -108,11 +120,14 @@ def scale_run(guard: str = "int_max_half", kernel: str = "6.2", procs: int = 64,
     import warnings
 
     import hgmviz as hv
+    tables = scale_run_tables(guard, kernel)
+    require_memory(tables * pool_table_bytes(512), "the scale run to the %s guard (%s page-table "
+                   "pages of 2 KiB)" % (guard, format(tables, ",")))
     m = hv.Machine(nr_hugepages={GIB: 1}, scheme="per_piece", guard=guard, kernel=kernel)
     f = m.memfd_create(size=GIB, hstate=GIB)
     f.fallocate(0, GIB)
     folio = f.folio_at(0)
-    m.pt.reserve_tables(8200 * 514 if guard != "int_max_half" else 4100 * 514)
+    m.pt.reserve_tables(tables)
     times = []
     for _ in range(rounds):
         ps = [m.spawn() for _ in range(procs)]
@@ -147,6 +162,11 @@ def scale_run(guard: str = "int_max_half", kernel: str = "6.2", procs: int = 64,
 
 def bench_scale(quick: bool):
     rows = []
+    try:
+        require_memory((1 << 30) * 4 + current_rss(), "the numpy fill of 2^30 int32 (the scale "
+                       "benchmark's reference)")
+    except NotEnoughMemory as e:
+        return [("scale: not run: %s" % e, float("nan"), "s", "-", "-", float("nan"))]
     fill = _subprocess("import numpy as np, time, resource; a = np.zeros(1 << 30, np.int32); "
                        "t = time.perf_counter(); a[:] = 3; cold = time.perf_counter() - t; "
                        "t = time.perf_counter(); a[:] = 5; warm = time.perf_counter() - t; "
@@ -155,8 +175,16 @@ def bench_scale(quick: bool):
     fill_cold, fill_warm, fill_rss = (float(x) for x in fill.split())
     from .overflow import overflow_math
     for guard in ("int_max_half", "sign"):
-        r = json.loads(_subprocess("import json; from hgmviz.bench import scale_run; "
-                                   "print(json.dumps(scale_run(%r)))" % guard, {}))
+        r = json.loads(_subprocess(
+            "import json; from hgmviz.bench import scale_run; from hgmviz.core.memory import "
+            "NotEnoughMemory\ntry:\n    r = scale_run(%r)\nexcept NotEnoughMemory as e:\n"
+            "    r = {'not_run': str(e)}\nprint(json.dumps(r))" % guard, {}))
+        if "not_run" in r:
+            rows.append(("scale to the %s guard: not run: %s" % (guard, r["not_run"]),
+                         float("nan"), "s", "-", "-", float("nan")))
+            if quick:
+                break
+            continue
         want = overflow_math(hstate=GIB, piece=PAGE, kernel="6.2", guard=guard)
         agrees = (r["full_mappings"], r["extra_pieces"]) == (want["full_mappings"],
                                                              want["extra_pieces"])

@@ -26,6 +26,7 @@ import time
 import warnings
 
 from .. import ops as O
+from ..core.memory import NotEnoughMemory, pool_table_bytes, require_memory
 from ..mm import Machine
 from ..overflow import overflow_math
 
@@ -144,6 +145,7 @@ class ScaleRun:
         """Build the machine: ``procs`` processes and a file holding one folio."""
         self.reset_counts()
         self.stop_requested = False
+        self.check_memory()
         m = Machine(nr_hugepages={self.hstate: 1}, geometry=self.geometry, scheme=self.scheme,
                     guard=self.guard, kernel=self.kernel)
         w = O.World(m)
@@ -157,10 +159,24 @@ class ScaleRun:
         # page tables for the whole run up front (lazily zeroed memory: only pages written to
         # become resident), as hgmviz.bench.scale_run does; without it the pool grows by
         # copying while the run goes
-        per_vma = 2 + self.hstate // (self.piece << m.geometry.bits_per_level)
-        m.pt.reserve_tables(min(self.expected_vmas + 1, 1 << 16) * per_vma)
+        m.pt.reserve_tables(self.tables_needed())
         self.machine, self.world = m, w
         return self
+
+    def tables_needed(self) -> int:
+        """Page-table pages the whole run writes (what ``start`` reserves)."""
+        from ..geometry import get_geometry
+        g = get_geometry(self.geometry)
+        per_vma = 2 + self.hstate // (self.piece << g.bits_per_level)
+        return min(self.expected_vmas + 1, 1 << 16) * per_vma
+
+    def check_memory(self):
+        """Refuse (:class:`~hgmviz.core.memory.NotEnoughMemory`) a run whose page tables
+        would not fit in the memory this process has (cgroup, RLIMIT_AS, MemAvailable)."""
+        from ..geometry import get_geometry
+        n = self.tables_needed()
+        require_memory(n * pool_table_bytes(get_geometry(self.geometry).PTRS_PER_TABLE),
+                       "the scale run (%s page-table pages)" % format(n, ","))
 
     def _vma_ops(self, i: int) -> list:
         proc, lab = "p%d" % (i % self.procs), "v%d" % i
@@ -172,7 +188,12 @@ class ScaleRun:
     def run_chunk(self) -> bool:
         """Map up to ``chunk`` more VMAs; returns :attr:`done`."""
         if self.machine is None:
-            self.start()
+            try:
+                self.start()
+            except NotEnoughMemory as e:
+                self.outcome = "not enough memory"
+                self.message = str(e)
+                return True
         if self.done:
             return True
         t = time.perf_counter()
