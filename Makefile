@@ -1,8 +1,11 @@
 # Convenience wrappers; the scripts are the real commands (see README.md).
-.PHONY: lab test ci clean
+.PHONY: lab check test ci clean
 
 lab:
 	bash scripts/lab.sh
+
+check:
+	bash scripts/lab.sh --check
 
 test:
 	bash scripts/test.sh

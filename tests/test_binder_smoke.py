@@ -10,6 +10,8 @@
 3. ``binder/postBuild`` with that environment first on PATH, run from the copy's root with
    HOME set to it, as repo2docker runs it (its REPO_DIR is the user's HOME); it fills the
    numba cache in ``$HOME``.
+   postBuild also installs JupyterLab's settings (scripts/jupyterlab/overrides.json); voila's
+   server extension is enabled (the README's Voila link on Binder opens /voila/render/...).
 4. The tour, executed through ``binder/start`` (which points NUMBA_CACHE_DIR at that cache):
    every cell runs, the first code cell — and every other — takes under 2 s, and nothing
    is compiled: the cache postBuild left covers every kernel the tour calls, for the copy
@@ -56,7 +58,11 @@ DRIVER = textwrap.dedent("""
                       for d, _, fs in os.walk(root) for f in fs)
 
     path = sys.argv[1]
-    nb = nbformat.read(path, as_version=4)
+    if path.endswith(".md"):        # a Markdown notebook (jupytext), as JupyterLab opens it
+        import jupytext
+        nb = jupytext.read(path)
+    else:
+        nb = nbformat.read(path, as_version=4)
     before = cache_files()
     client = NotebookClient(nb, kernel_name="python3", timeout=300, record_timing=True,
                             resources={"metadata": {"path": os.path.dirname(path)}})
@@ -195,9 +201,23 @@ def test_binder_builds_and_runs_the_tour_warm(tmp_path):
              what="binder/postBuild")
     assert r.returncode == 0, "binder/postBuild failed:\n" + _tail(r)
 
+    # what postBuild set up for JupyterLab and Voila in the Binder environment
+    overrides = Path(subprocess.run([str(venv / "bin" / "python"), "-c",
+                                     "import sys; print(sys.prefix)"], capture_output=True,
+                                    text=True, check=True).stdout.strip(),
+                     "share", "jupyter", "lab", "settings", "overrides.json")
+    assert overrides.is_file(), "binder/postBuild did not install JupyterLab's overrides.json"
+    assert json.loads(overrides.read_text()) == json.loads(
+        (repo / "scripts" / "jupyterlab" / "overrides.json").read_text())
+    r = _run([str(venv / "bin" / "jupyter"), "server", "extension", "list"], env=env, cwd=repo,
+             timeout=120, what="jupyter server extension list")
+    assert re.search(r"voila\.server_extension\b.*enabled", _tail(r, 20000)), (
+        "voila's server extension is not enabled in the Binder environment:\n" + _tail(r))
+
     driver = tmp_path / "run_tour.py"
     driver.write_text(DRIVER)
-    tour = repo / "notebooks" / "00-tour.ipynb"
+    tour = next(p for p in (repo / "notebooks" / "00-tour.md", repo / "notebooks" / "00-tour.ipynb")
+                if p.exists())
     r = _run(["bash", str(repo / "binder" / "start"), str(venv / "bin" / "python"), str(driver),
               str(tour)], env=env, cwd=repo, timeout=600, what="the tour under binder/start")
     marker = [line for line in r.stdout.splitlines() if line.startswith("@@RESULT@@")]
