@@ -130,3 +130,14 @@ def test_a_scale_run_that_fits_completes_under_the_cap():
     assert "error" not in out, out
     assert out["outcome"] == "refused"
     assert out["vmas"] + 1 == out["expected"] and out["extra"] == out["predicted"]
+
+
+def test_scale_run_summary_shows_memory_used():
+    from hgmviz.widgets.drill import ScaleRun
+    sc = ScaleRun(guard="int_max_half", procs=2, chunk=2)
+    assert "resident" not in sc.summary()          # not started: no machine, no memory
+    sc.run_chunk()
+    # 2 VMAs of 1 GiB at 4 KiB: 2 x (1 PMD + 512 PTE pages) + 2 PGDs + 2 PUD pages, 2 KiB each
+    assert sc.machine.pt.nr_used == 2 * 513 + 4
+    assert "page tables 2 MiB resident of the process's " in sc.summary()
+    sc.release()

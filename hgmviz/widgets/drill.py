@@ -26,7 +26,7 @@ import time
 import warnings
 
 from .. import ops as O
-from ..core.memory import NotEnoughMemory, pool_table_bytes, require_memory
+from ..core.memory import NotEnoughMemory, current_rss, pool_table_bytes, require_memory
 from ..mm import Machine
 from ..overflow import overflow_math
 
@@ -71,6 +71,10 @@ def drill_step_ops(world, proc: str, file: str, piece: int, whole: bool = False)
     lab = drill_label(maps[-1][0] + 1 if maps else 1)
     return [O.Mmap(proc, file, hs, lab), O.Madvise(proc, lab, hs, "MADV_SPLIT"),
             O.UffdioRegister(proc, lab, hs, "minor")]
+
+
+def _gib(n: int) -> str:
+    return "%.2f GiB" % (n / (1 << 30)) if n >= 1 << 28 else "%.0f MiB" % (n / (1 << 20))
 
 
 class ScaleRun:
@@ -138,7 +142,13 @@ class ScaleRun:
                      self.refcount))
         end = "" if self.outcome is None else " — %s%s" % (
             self.outcome, (": " + self.message) if self.message else "")
-        return "%s in %.2f s%s; overflow_math predicts: %s" % (state, self.seconds, end, pred)
+        mem = ""
+        if self.machine is not None:
+            mem = "; page tables %s resident of the process's %s" % (
+                _gib(self.machine.pt.nr_used * pool_table_bytes(self.machine.pt.ptrs)),
+                _gib(current_rss()))
+        return "%s in %.2f s%s%s; overflow_math predicts: %s" % (state, self.seconds, end, mem,
+                                                                 pred)
 
     # ---- running ------------------------------------------------------------------------
     def start(self):
