@@ -134,3 +134,20 @@ def test_a_file_named_like_a_shipped_scenario_does_not_shadow_it(tmp_path, monke
     assert main(["pmd_sharing", "--format", "text", "-o", str(tmp_path / "out.txt")]) == 0
     with pytest.raises(ScenarioError, match="cannot read"):
         load_scenario("./tour")
+
+
+def test_a_world_that_cannot_start_is_skipped_by_its_typed_error():
+    from hgmviz.kernelcheck.pool import CannotRun
+
+    class NoRoot(SimWorld):
+        def start(self, sc):
+            raise CannotRun("no root", "run as root")
+
+    class Broken(SimWorld):
+        def start(self, sc):
+            raise RuntimeError("CannotRun")          # the name in a message is not the type
+
+    run = run_scenario(NoRoot(), get_scenario("fault"))
+    assert (run.status, run.reason) == ("skipped", "cannot run: no root; run as root")
+    run = run_scenario(Broken(), get_scenario("fault"))
+    assert run.status == "error" and "RuntimeError" in run.reason and not run.steps

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ops import Outcome, World, run_step
+from .pool import CannotRun
 from .scenarios import CheckScenario
 
 __all__ = ["StepResult", "ScenarioRun", "LiveWorld", "SimWorld", "run_scenario",
@@ -179,7 +180,7 @@ def run_scenario(world, scenario: CheckScenario) -> ScenarioRun:
     try:
         machine = world.start(scenario)
     except Exception as e:
-        if type(e).__name__ == "CannotRun":
+        if isinstance(e, CannotRun):
             run.status, run.reason = "skipped", str(e)
         else:
             run.status = "error"
