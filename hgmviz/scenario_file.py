@@ -520,6 +520,8 @@ def _escape(s: str, multiline: bool) -> str:
             out.append("\\t")
         elif o < 0x20 or o == 0x7F:
             out.append("\\u%04x" % o)
+        elif 0xD800 <= o <= 0xDFFF:     # a lone surrogate: no TOML (nor UTF-8) can hold it;
+            out.append("\\\\u%04x" % o)  # kept visible as the text \udXXX
         else:
             out.append(ch)
     return "".join(out)

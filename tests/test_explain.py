@@ -448,3 +448,103 @@ def test_explain_module_is_thin():
         assert not re.search(r"from \.+(core|mm|audit|schemes\.\w+) import", src), path
         assert not re.search(r"\.(apply_events|set_huge_pte_at|folio_ref_add)\(", src), path
         assert re.match(r'"""Layer 6', src), path
+
+
+# =========================================================================================
+# Hostile labels (issue 17 items 7 and 10)
+# =========================================================================================
+HOSTILE = r'''
+format = 1
+title = "ctl \u0000 nul \u001b[31mred\u001b[0m bell\u0007 del\u007f c1\u0085 rlo\u202e"
+description = "desc \u001b]0;pwned\u0007 end"
+geometry = "toy"
+nr_hugepages = { "256 KiB" = 2 }
+schemes = ["per_piece", "thp_like"]
+watch = [["f\u0001x", 0]]
+
+[[step]]
+op = "Spawn"
+proc = "p\u001b[2J"
+narration = "spawn \u0000 \u001b[1mbold"
+
+[[step]]
+op = "MemfdCreate"
+file = "f\u0001x"
+size = "256 KiB"
+hstate = "256 KiB"
+
+[[step]]
+op = "Mmap"
+proc = "p\u001b[2J"
+file = "f\u0001x"
+length = "256 KiB"
+label = "a\u0002"
+
+[[step]]
+op = "Touch"
+proc = "p\u001b[2J"
+addr = "a\u0002"
+'''
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e]")
+
+
+def test_control_characters_in_labels_are_made_visible_in_every_format(tmp_path, capsys):
+    path = tmp_path / "ctl.toml"
+    path.write_text(HOSTILE, encoding="utf-8")
+    text = E.explain(str(path), format="text")
+    assert not _CONTROL.search(text), "raw control characters in the text format"
+    assert "\\x1b[31mred" in text and "p\\x1b[2J" in text and "\\u202e" in text
+    if HAVE_DOT:
+        doc = E.explain(str(path), format="html")
+        assert not _CONTROL.search(doc)
+        assert_self_contained(parse_html(doc), doc)          # html5lib strict parse passes
+        assert "\\x00 nul" in doc
+        assert cli_main(["explain", str(path), "--format", "svg", "-o",
+                         str(tmp_path / "svg")]) == 0
+        for f in (tmp_path / "svg").iterdir():
+            ET.fromstring(f.read_bytes())                     # dot drew every step
+        s = hv.load_scenario(str(path))
+        assert "<svg" in hv.draw(s.machine).svg()
+    assert cli_main(["explain", str(path), "--format", "text"]) == 0
+    assert not _CONTROL.search(capsys.readouterr().out)
+
+
+def test_a_lone_surrogate_in_a_title_does_not_break_save_or_explain(tmp_path):
+    s = hv.Session(scheme="per_piece", geometry="toy", nr_hugepages={1 << 18: 2},
+                   title="bad \ud800 title", watch=[("f", 0)])
+    s.apply(Spawn("p"))
+    s.apply(MemfdCreate("f", 1 << 18, 1 << 18))
+    s.save(tmp_path / "s.toml")
+    back = read_scenario(str(tmp_path / "s.toml"))
+    assert back.title == "bad \\ud800 title"          # kept visible, as text
+    text = E.explain(s, format="text")
+    assert "bad \\ud800 title" in text
+    text.encode("utf-8")
+    if HAVE_DOT:
+        doc = E.explain(s, tmp_path / "s.html")
+        parse_html(doc)
+        assert (tmp_path / "s.html").read_text(encoding="utf-8") == doc
+
+
+@needs_dot
+def test_svg_output_replaces_a_symlink_in_the_folder_instead_of_following_it(tmp_path):
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me\n")
+    out = tmp_path / "steps"
+    out.mkdir()
+    (out / "step-01.svg").symlink_to(target)
+    assert cli_main(["explain", "tour", "--format", "svg", "-o", str(out)]) == 0
+    assert target.read_text() == "keep me\n"
+    assert not (out / "step-01.svg").is_symlink()
+    assert (out / "step-01.svg").read_text().lstrip().startswith("<?xml")
+    (out / "step-02.svg").unlink()
+    (out / "step-02.svg").symlink_to(target)
+    E.explain("tour", out, format="svg")                        # the Python API alike
+    assert target.read_text() == "keep me\n" and not (out / "step-02.svg").is_symlink()
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]   # no temporary left
+
+
+def test_hv_explain_stays_callable_after_the_package_is_imported():
+    assert callable(hv.explain)
+    a = hv.explain("tour", format="text")
+    assert hv.explain("tour", format="text") == a

@@ -529,3 +529,18 @@ def test_counters_show_the_last_steps_counter_updates_and_follow_undo():
     ex.b_undo.click()
     assert updates_row(ex, "_refcount") == [1, 1, 0]
     assert updates_row(ex, "subpage _mapcount") == [0, 1, 0]
+
+
+def test_control_characters_in_labels_never_reach_the_explorers_html(tmp_path):
+    import hgmviz as hv
+    path = tmp_path / "ctl.toml"
+    path.write_text('format = 1\ntitle = "t \\u001b[2J \\u0000"\ngeometry = "toy"\n'
+                    'nr_hugepages = { "256 KiB" = 2 }\nschemes = ["per_piece"]\n'
+                    'watch = [["f\\u0001", 0]]\n'
+                    '[[step]]\nop = "Spawn"\nproc = "p\\u0007"\nnarration = "n \\u001b[1m"\n'
+                    '[[step]]\nop = "MemfdCreate"\nfile = "f\\u0001"\nsize = "256 KiB"\n'
+                    'hstate = "256 KiB"\n', encoding="utf-8")
+    ex = explore(session=hv.load_scenario(str(path)))
+    for w in (ex.w_title, ex.diagram, ex.counters, ex.log, ex.w_status):
+        assert not re.search("[\x00-\x08\x0b-\x1f\x7f]", w.value), w
+    assert "\\x1b[2J" in ex.w_title.value and "f\\x01" in ex.counters.value

@@ -27,8 +27,10 @@ own schemes, as :func:`hgmviz.scenarios.session_from_scenario` checks them; with
 from __future__ import annotations
 
 import os
+import sys
+import types
 
-from .cli import _generator, _write, main, scenarios_main
+from .cli import _generator, _write, _write_into, main, scenarios_main
 from .html import to_html, to_svgs
 from .model import (EXIT_NO_DOT, EXIT_OK, EXIT_SCENARIO, EXIT_USAGE, EXIT_WRITE, FORMATS,
                     WIDTH, CounterRow, ExplainedStep, Explainer, build_explainer,
@@ -73,12 +75,22 @@ def explain(session_or_scenario, path=None, format: str = "html", schemes=None, 
         os.makedirs(path, exist_ok=True)
         written = []
         for name, svg in files:
-            p = os.path.join(os.fspath(path), name)
-            _write(p, svg)
-            written.append(p)
+            written.append(_write_into(path, name, svg))   # a symlink there is not followed
         return written
     if path is not None:
         _write(path, doc)
     return doc
 
 
+
+
+class _Module(types.ModuleType):
+    """``hgmviz.explain`` is this package and also the function :func:`explain`: once the
+    package is imported, ``hv.explain`` is the package (Python binds a subpackage to its
+    parent's attribute), so calling it must still explain."""
+
+    def __call__(self, *args, **kwargs):
+        return explain(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _Module

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import tempfile
 
 from ..render import DotNotFound
 from ..scenarios import ScenarioError, list_scenarios
@@ -25,6 +27,30 @@ def _generator() -> str:
 def _write(path, text: str):
     with open(path, "w", encoding="utf-8", newline="\n") as fh:
         fh.write(text)
+
+
+def _write_into(folder, name: str, text: str) -> str:
+    """Write ``folder/name`` as a new file: a temporary file in ``folder`` renamed over the
+    name, so a symlink (or a hard link) already at that name is replaced, never followed —
+    its target is not overwritten.  Returns the path."""
+    path = os.path.join(os.fspath(folder), name)
+    fd, tmp = tempfile.mkstemp(prefix=".%s." % name, suffix=".tmp", dir=os.fspath(folder))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 # =========================================================================================
@@ -135,7 +161,7 @@ def main(argv=None) -> int:
         if fmt == "svg":
             os.makedirs(args.output, exist_ok=True)
             for name, svg in out:
-                _write(os.path.join(args.output, name), svg)
+                _write_into(args.output, name, svg)
             print("hgmviz explain: wrote %d SVG files to %s" % (len(out), args.output),
                   file=sys.stderr)
         elif args.output:

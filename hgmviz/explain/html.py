@@ -5,6 +5,7 @@ import html
 import re
 
 from ..render.counters import table_html
+from ..render.safe import printable
 from .model import _MARK_KEY, Explainer
 from .text import _legend, _paragraphs, _who
 
@@ -64,12 +65,12 @@ def _inline_svg(svg: str, prefix: str, label: str) -> str:
     body = _SIZE_RE.sub(lambda m: '<svg width="%spt" height="%spt" style="min-width:%.0fpt" '
                         'role="img" aria-label="%s"'
                         % (m.group(1), m.group(2), 0.75 * float(m.group(1)),
-                           html.escape(label, quote=True)), body, count=1)
+                           _e(label)), body, count=1)
     return body.strip()
 
 
 def _e(text) -> str:
-    return html.escape(str(text), quote=True)
+    return html.escape(printable(text), quote=True)
 
 
 def _html_table(table, schemes) -> str:
@@ -146,7 +147,7 @@ def to_html(ex: Explainer, generator: str = "hgmviz") -> str:
         parts += ["<li>%s</li>" % _e(item) for item in legend]
         parts.append("</ul></footer>")
     parts += ["</body>", "</html>"]
-    return "\n".join(parts) + "\n"
+    return printable("\n".join(parts) + "\n")     # no raw control byte anywhere
 
 
 

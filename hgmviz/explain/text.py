@@ -9,6 +9,7 @@ from typing import Optional
 
 from ..render import render_text
 from ..render.counters import table_text
+from ..render.safe import printable
 from .model import _MARK_KEY, WIDTH, Explainer
 
 # =========================================================================================
@@ -150,6 +151,6 @@ def to_text(ex: Explainer, width: int = WIDTH) -> str:
             out += _wrap(item, width, "    ", "")
     while out and not out[-1].strip():
         out.pop()
-    return "\n".join(line.rstrip() for line in out) + "\n"
+    return "\n".join(printable(line, keep="").rstrip() for line in out) + "\n"
 
 

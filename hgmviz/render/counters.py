@@ -29,6 +29,7 @@ from typing import Optional
 
 from ..comparison import watched_counters
 from ..describe import UPDATE_LABELS, fmt_size
+from .safe import printable
 
 __all__ = ["CounterRow", "CounterTable", "counter_table", "watched", "table_html",
            "table_text", "MARK_KEY", "SECTIONS"]
@@ -178,7 +179,7 @@ def counter_table(session, previous: Optional[dict] = None, watch=None) -> Count
 # HTML
 # =========================================================================================
 def _e(text) -> str:
-    return html.escape(str(text), quote=True)
+    return html.escape(printable(text, keep=""), quote=True)
 
 
 def table_html(table: CounterTable, caption: str = "Counters after the step",
@@ -241,6 +242,10 @@ def table_text(table: CounterTable, width: int = 80, changed_only: bool = False,
     if not rows:
         return ["counters   (no watched folio and no hugepage pool)"]
     wrap = wrap or (lambda text, w: [text[:w]])
+    rows = [CounterRow(printable(r.group, keep=""), printable(r.name, keep=""),
+                       tuple((printable(sc, keep=""), printable(t, keep=""), m)
+                             for sc, t, m in r.cells), r.was, r.section) for r in rows]
+    schemes = tuple(printable(sc, keep="") for sc in schemes)
     lab = max([len("counters")] + [2 + len(r.name) for r in rows if r.name]) + 2
     lab = min(lab, width // 2)
 

@@ -17,6 +17,7 @@ import re
 import shutil
 import textwrap
 
+from .safe import printable
 from .scene import Scene
 from .theme import MARK_GLYPHS, Theme, get_theme
 
@@ -44,7 +45,7 @@ def dot_available() -> bool:
 
 
 def _e(s: str) -> str:
-    return html.escape(str(s), quote=True)
+    return html.escape(printable(s, keep=""), quote=True)
 
 
 def _glyph(mark: str, theme: Theme, alert: bool = False) -> str:

@@ -14,6 +14,7 @@ import textwrap
 
 import numpy as np
 
+from .safe import printable
 from .scene import Scene, downsample
 from .theme import MARK_GLYPHS
 
@@ -33,6 +34,7 @@ class _Out:
         avail = self.width - len(prefix)
         ind = min(depth * _INDENT, max(0, avail // 3))
         body = max(1, avail - ind)
+        text = printable(text, keep="")
         wrapped = textwrap.wrap(text, width=body, subsequent_indent="    " if body > 12 else "",
                                 break_long_words=True, break_on_hyphens=False) or [""]
         for i, w in enumerate(wrapped):
@@ -41,6 +43,7 @@ class _Out:
     def raw(self, text: str, depth: int = 0):
         """One line that must not wrap (a strip); cut at the width."""
         ind = min(depth * _INDENT, max(0, (self.width - 2) // 3))
+        text = printable(text, keep="")
         self.lines.append(("  " + " " * ind + text)[: self.width].rstrip())
 
     def blank(self):

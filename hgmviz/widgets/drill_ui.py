@@ -98,7 +98,7 @@ class DrillMixin:
             self.w_scale_progress.max = sc.expected_vmas
             self.w_scale_progress.value = min(sc.vmas, sc.expected_vmas)
             self.w_scale_info.value = "<small>%s under %s, guard %s</small>" % (
-                views.html.escape(sc.summary()), sc.scheme, sc.guard or "none")
+                views._h(sc.summary()), sc.scheme, sc.guard or "none")
             running = self._scale_task is not None and not self._scale_task.done()
             self.b_scale_run.disabled = running or sc.done
             self.b_scale_stop.disabled = not running

@@ -594,18 +594,18 @@ class Explorer(ControlsMixin, DrillMixin):
             word = {"errno": last.outcome.status, "guard": "guard refusal (%s)"
                     % last.outcome.status, "wrap": "ok, refcount WRAPPED"}.get(tag, tag)
             txt += " — last: <b>%s</b> %s → %s" % (views.RESULT_TAGS[tag],
-                                                     views.html.escape(views.op_label(last.op)),
+                                                     views._h(views.op_label(last.op)),
                                                      word)
         if extra:
-            txt += '<br><span class="r-rejected">✗ %s</span>' % views.html.escape(extra)
+            txt += '<br><span class="r-rejected">✗ %s</span>' % views._h(extra)
         return txt
 
     def _title_value(self) -> str:
         s = self.session
         t = s.title or ("Compare schemes" if self.compare else "Explore hugetlb page tables")
-        d = ("<br><small>%s</small>" % s.description.replace("\n", " ")) if s.description \
-            else ""
-        return "<b>%s</b>%s" % (t, d)
+        d = ("<br><small>%s</small>" % views._h(s.description.replace("\n", " "))) \
+            if s.description else ""
+        return "<b>%s</b>%s" % (views._h(t), d)
 
     def redraw(self):
         """Draw the session's current state: diagram, counters, log and controls, sent to
@@ -615,7 +615,7 @@ class Explorer(ControlsMixin, DrillMixin):
             diagram = self._diagram_value()
         except Exception as e:          # a view must never break the session
             diagram = '<div class="hgmviz-diagram" data-version="%d"><pre>cannot draw: %s' \
-                      '</pre></div>' % (self.session.version, views.html.escape(str(e)))
+                      '</pre></div>' % (self.session.version, views._h(str(e)))
         watch = views.watched(self.session)
         counters, values = views.counters_html(self.session, watch, self._prev_counters)
         self._prev_counters = values

@@ -11,6 +11,7 @@ import re
 
 from ..comparison import watched_counters
 from ..render.counters import counter_table, table_html, watched
+from ..render.safe import printable
 from ..describe import classify, fmt_addr, fmt_size, op_label  # noqa: F401
 
 __all__ = ["fmt_size", "fmt_addr", "op_label", "classify", "svg_html", "counters_html",
@@ -21,6 +22,11 @@ __all__ = ["fmt_size", "fmt_addr", "op_label", "classify", "svg_html", "counters
 RESULT_TAGS = {"ok": "✓", "errno": "✗", "SIGBUS": "↯", "SIGSEGV": "↯", "guard": "⊘",
                "wrap": "↻", "partial": "½", "userfault": "‖", "skipped": "–",
                "state_kept": "!", "rejected": "✗"}
+
+
+def _h(text, quote=False) -> str:
+    """HTML-escaped, with control characters and lone surrogates made visible."""
+    return html.escape(printable(text, keep=""), quote=quote)
 
 
 # -----------------------------------------------------------------------------------------
@@ -40,13 +46,13 @@ def svg_html(svg: str, version: int, label: str, fit: bool = True) -> str:
     body = _SVG_SIZE.sub(lambda m: '<svg width="%spt" height="%spt" style="%s"'
                          % (m.group(1), m.group(2), style), body, count=1)
     return ('<div class="hgmviz-diagram" data-version="%d" role="img" aria-label="%s">%s</div>'
-            % (version, html.escape(label, quote=True), body))
+            % (version, _h(label, quote=True), body))
 
 
 def text_html(text: str, version: int, label: str) -> str:
     """The plain-text drawing, when Graphviz's ``dot`` is missing."""
     return ('<div class="hgmviz-diagram" data-version="%d" aria-label="%s"><pre>%s</pre></div>'
-            % (version, html.escape(label, quote=True), html.escape(text)))
+            % (version, _h(label, quote=True), _h(text)))
 
 
 # -----------------------------------------------------------------------------------------
@@ -77,9 +83,9 @@ def _result_line(step) -> str:
         tag, text = classify(o, step.kinds.get(s, ""), step.op)
         by.setdefault((tag, text), []).append(s)
     for (tag, text), ss in by.items():
-        who = "" if len(by) == 1 else "<b>%s</b>: " % html.escape(", ".join(ss))
+        who = "" if len(by) == 1 else "<b>%s</b>: " % _h(", ".join(ss))
         parts.append('<span class="r-%s">%s %s%s</span>' % (tag, RESULT_TAGS.get(tag, "?"), who,
-                                                            html.escape(text)))
+                                                            _h(text)))
     return "<br>".join(parts)
 
 
@@ -98,7 +104,7 @@ def log_html(session, notes=(), limit: int = 40) -> str:
         for msg in reversed(by_pos.get(i, ())):
             rows.append('<tr class="rejected"><td></td><td colspan="2"><span class="r-rejected">'
                         '%s rejected before the kernel: %s</span></td></tr>'
-                        % (RESULT_TAGS["rejected"], html.escape(msg)))
+                        % (RESULT_TAGS["rejected"], _h(msg)))
         if i == 0:
             break
         if len(rows) >= limit:
@@ -107,11 +113,11 @@ def log_html(session, notes=(), limit: int = 40) -> str:
         st = hist[i - 1]
         undone = i > pos
         path = st.call_paths.get(scheme0, ())
-        narr = ('<br><small>%s</small>' % html.escape(st.narration)) if st.narration else ""
+        narr = ('<br><small>%s</small>' % _h(st.narration)) if st.narration else ""
         rows.append('<tr class="%s"><td>%d</td><td><code>%s</code>%s%s</td><td>%s</td></tr>' % (
-            "undone" if undone else "done", i, html.escape(op_label(st.op)),
+            "undone" if undone else "done", i, _h(op_label(st.op)),
             " <small>(undone)</small>" if undone else "",
-            ('<br><small>%s</small>' % html.escape(" → ".join(path))) if path else "",
+            ('<br><small>%s</small>' % _h(" → ".join(path))) if path else "",
             _result_line(st) + narr))
     if not rows:
         rows.append('<tr><td colspan="3">no step yet</td></tr>')
