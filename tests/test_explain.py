@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import pathlib
@@ -168,7 +169,7 @@ def assert_self_contained(tree, doc: str):
 
 @needs_dot
 @pytest.mark.parametrize("name", SHIPPED)
-def test_html_parses_and_has_one_svg_per_step(name):
+def test_html_parses_and_has_one_drawing_per_scheme_per_step(name):
     ex = explainer(name)
     doc = E.to_html(ex)
     tree = parse_html(doc)
@@ -176,11 +177,21 @@ def test_html_parses_and_has_one_svg_per_step(name):
     assert len(sections) == ex.total
     for i, sec in enumerate(sections, 1):
         assert sec.get("id") == "step-%d" % i
-        svgs = [el for el in sec.iter() if el.tag in ("svg", SVG_NS + "svg")]
-        assert len(svgs) == 1, "step %d has %d SVGs" % (i, len(svgs))
+        figs = [f for f in sec.iter("figure")]
+        caps = ["".join(f.find("figcaption").itertext()) for f in figs]
+        for f in figs:
+            assert len([el for el in f.iter() if el.tag in ("svg", SVG_NS + "svg")]) == 1
+        # the schemes stacked, one figure each (several when split by process)
+        for sc in ex.schemes:
+            assert len(ex.schemes) == 1 or any(("under %s" % sc) in c for c in caps), (i, sc)
+        assert len(figs) >= len(ex.schemes)
         assert list(sec.iter("table")), "step %d has no counters table" % i
-    all_svgs = [el for el in tree.iter() if el.tag in ("svg", SVG_NS + "svg")]
-    assert len(all_svgs) == ex.total
+        for f in figs:                  # no drawing wider than a printed page keeps legible
+            svg = next(el for el in f.iter() if el.tag in ("svg", SVG_NS + "svg"))
+            w = float(svg.get("width").rstrip("pt"))
+            one_process = sum(1 for c in caps if "process" in c) == 0 or "process" in \
+                "".join(f.find("figcaption").itertext())
+            assert w <= E.html.MAX_PT or one_process, (name, i, w)
     assert_self_contained(tree, doc)
     # one column per scheme in every counters table
     for table in tree.iter("table"):
@@ -199,7 +210,7 @@ def test_html_cli_writes_one_file(tmp_path, capsys):
     assert E.main(["tour", "-o", str(out)]) == E.EXIT_OK
     doc = out.read_text(encoding="utf-8")
     tree = parse_html(doc)
-    assert len([el for el in tree.iter() if el.tag in ("svg", SVG_NS + "svg")]) == 12
+    assert len([el for el in tree.iter() if el.tag in ("svg", SVG_NS + "svg")]) >= 12      # a step drawn wider than a page: one drawing per process
     assert capsys.readouterr().out == ""
     # -o FILE.txt means text without --format
     txt = tmp_path / "tour.txt"
@@ -548,3 +559,24 @@ def test_hv_explain_stays_callable_after_the_package_is_imported():
     assert callable(hv.explain)
     a = hv.explain("tour", format="text")
     assert hv.explain("tour", format="text") == a
+
+
+def test_text_shows_what_changed_then_a_summary_and_full_on_request(capsys):
+    ex = explainer("one_logical_mapping")
+    short, full = E.to_text(ex), E.to_text(ex, full=True)
+    assert len(short.splitlines()) < 0.7 * len(full.splitlines())
+    assert "Summary: the counters after step %d" % ex.total in short
+    assert "Summary:" not in full
+    # every value of the last step's full table is in the summary
+    last = E.to_text(dataclasses.replace(ex, steps=ex.steps[-1:]), full=True)
+    table = [ln for ln in last.split("Page tables")[0].splitlines() if "folio_ref_count" in ln]
+    assert table and table[0] in short
+    assert E.main(["one_logical_mapping", "--format", "text", "--full"]) == 0
+    assert capsys.readouterr().out == full
+
+
+def test_ascii_text_has_no_other_character(capsys):
+    assert E.main(["tour", "--format", "text", "--ascii"]) == 0
+    out = capsys.readouterr().out
+    assert out.isascii() and "->" in out and "hugetlb_fault" in out
+    assert E.to_text(explainer("tour"), ascii=True) == out

@@ -43,7 +43,8 @@ __all__ = ["explain", "build_explainer", "select_steps", "parse_steps", "Explain
            "EXIT_OK", "EXIT_USAGE", "EXIT_SCENARIO", "EXIT_NO_DOT", "EXIT_WRITE"]
 
 
-def explain(session_or_scenario, path=None, format: str = "html", schemes=None, steps=None):
+def explain(session_or_scenario, path=None, format: str = "html", schemes=None, steps=None,
+            full: bool = False, ascii: bool = False):
     """Explain a scenario step by step.
 
     ``session_or_scenario``: a :class:`~hgmviz.session.Session` (its steps up to the
@@ -52,7 +53,8 @@ def explain(session_or_scenario, path=None, format: str = "html", schemes=None, 
     :class:`~hgmviz.scenarios.Scenario`.  ``format``: ``"html"`` (one self-contained page),
     ``"text"`` (80 columns, for a mail) or ``"svg"`` (one drawing per step).  ``schemes``:
     the schemes to compare, one column each (default: the scenario's).  ``steps``: only
-    these steps (``"11"``, ``"3,5-7"`` or a list of numbers; default all).
+    these steps (``"11"``, ``"3,5-7"`` or a list of numbers; default all).  ``full`` and
+    ``ascii`` (text): every counter and drawing at every step; ASCII only.
 
     Returns the page or the text (and writes it to ``path`` when given); for ``"svg"``,
     the SVG texts, or with ``path`` (a folder, created if missing) the files written.
@@ -65,7 +67,7 @@ def explain(session_or_scenario, path=None, format: str = "html", schemes=None, 
         raise ValueError("format must be one of %s, not %r" % (", ".join(FORMATS), format))
     ex = select_steps(build_explainer(session_or_scenario, schemes, format), steps)
     if format == "text":
-        doc = to_text(ex)
+        doc = to_text(ex, full=full, ascii=ascii)
     elif format == "html":
         doc = to_html(ex, _generator())
     else:

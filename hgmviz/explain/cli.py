@@ -83,6 +83,7 @@ exit status:
 examples:
   hgmviz explain tour --format text > tour.txt       # paste into an email
   hgmviz explain overflow_toy_sign --steps 11 --format text      # one step
+  hgmviz explain one_logical_mapping --format text --full --ascii
   hgmviz explain fork_amplifier -o fork.html         # a handout
   hgmviz explain pmd_sharing --schemes mainline,per_piece -o pmd.html
   hgmviz explain my-session.toml --format svg -o steps/
@@ -110,6 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-s", "--schemes", metavar="A,B,C",
                    help="schemes to compare, one column each (default: the scenario's); "
                    "allowed: %s" % ", ".join(SCHEMES))
+    p.add_argument("--full", action="store_true",
+                   help="text: every counter and every drawing at every step (default: what "
+                   "each step changed, then the counters after the last step)")
+    p.add_argument("--ascii", action="store_true",
+                   help="text: ASCII only (-> for →, * for ·, x for ×, - for − and –), for "
+                   "mail clients that mangle them")
     p.add_argument("--steps", metavar="N,M-K",
                    help="only these steps, e.g. 11 or 3,5-7 (the counters' marks still "
                    "compare with the step before each)")
@@ -149,7 +156,7 @@ def main(argv=None) -> int:
         return EXIT_USAGE
     try:
         if fmt == "text":
-            out = to_text(ex)
+            out = to_text(ex, full=args.full, ascii=args.ascii)
         elif fmt == "html":
             out = to_html(ex, _generator())
         else:

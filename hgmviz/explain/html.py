@@ -24,14 +24,13 @@ dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .15rem 1r
 dl.facts dt { font-weight: 600; }
 dl.facts dd { margin: 0; }
 nav ol { columns: 2; font-size: .95em; }
-section.step { margin: 2rem 0; page-break-inside: avoid; break-inside: avoid-page; }
+section.step { margin: 2rem 0; }
 p.narration { background: #f4f6fa; border-left: 4px solid #6b8cc7; padding: .5rem .8rem;
               margin: .5rem 0; }
 .r-ok { color: #1b5e20; } .r-errno, .r-SIGBUS, .r-SIGSEGV, .r-guard, .r-wrap { color: #a3161b; }
 .r-partial, .r-state_kept, .r-userfault, .r-skipped { color: #7a4d00; }
 figure.diagram { margin: .8rem 0; overflow-x: auto; }
 figure.diagram svg { max-width: 100%; height: auto; display: block; }
-figure.diagram figcaption { font-size: .85em; color: #555; }
 table.counters { border-collapse: collapse; margin: .6rem 0; font-size: .92em; }
 table.counters caption { text-align: left; font-weight: 600; padding-bottom: .2rem; }
 table.counters th, table.counters td { border: 1px solid #ccc; padding: .15rem .5rem; }
@@ -40,8 +39,11 @@ table.counters th[scope=rowgroup] { text-align: left; background: #f4f4f4; }
 table.counters td.changed { font-weight: 700; background: #fff6d6; }
 table.counters td.wrapped { font-weight: 700; color: #a3161b; background: #fde7e7; }
 .legend li { margin: .2rem 0; }
-@media print { nav { display: none; } body { max-width: none; }
-               figure.diagram svg { min-width: 0 !important; } }
+figure.diagram figcaption { font-weight: 600; color: #333; margin-bottom: .2rem; }
+@page { size: A4; margin: 12mm; }
+@media print { nav { display: none; } body { max-width: none; padding: 0; font-size: 10pt; }
+               figure.diagram { overflow: visible; break-inside: avoid; }
+               figure.diagram svg { min-width: 0 !important; max-width: 100%; } }
 """
 
 _PROLOG_RE = re.compile(r"^.*?(?=<svg\b)", re.S)
@@ -75,6 +77,42 @@ def _e(text) -> str:
 
 def _html_table(table, schemes) -> str:
     return table_html(table)
+
+
+#: The widest drawing (in points) the page shows whole: printed on A4 (or Letter) portrait
+#: with 12 mm margins, 186 mm = 527 pt wide, a drawing this wide shrinks to 0.63, so its
+#: 9.65 pt text stays >= 6 pt.  A wider drawing of several processes is shown one process
+#: at a time.
+MAX_PT = 840.0
+
+
+def _width_pt(svg: str) -> float:
+    m = _SIZE_RE.search(svg)
+    return float(m.group(1)) if m else 0.0
+
+
+def _figures_html(st, schemes, label) -> list:
+    """One figure per scheme, stacked (the page is as wide as one scheme's drawing, not the
+    sum); a drawing wider than :data:`MAX_PT` with several processes is split into one
+    figure per process."""
+    if not st.figures:                  # a model built for another format: the comparison
+        return ['<figure class="diagram">%s<figcaption>Page tables and folios after step '
+                '%d.</figcaption></figure>' % (_inline_svg(st.diagram.svg(), "s%d-" % st.index,
+                                                            label), st.index)]
+    out = []
+    for k, (sc, whole, parts) in enumerate(st.figures):
+        svg = whole.svg()
+        drawings = [(svg, "")]
+        if parts and _width_pt(svg) > MAX_PT:
+            drawings = [(p.svg(), " — process %s" % ", ".join(
+                n.title for n in p.scene.nodes if n.kind == "process")) for p in parts]
+        for j, (one, who) in enumerate(drawings):
+            cap = "Step %d%s: page tables and folios%s" % (
+                st.index, "" if len(schemes) == 1 else " under %s" % sc, who)
+            out.append('<figure class="diagram"><figcaption>%s</figcaption>%s</figure>'
+                       % (_e(cap), _inline_svg(one, "s%d-%d-%d-" % (st.index, k, j),
+                                               "%s%s" % (label, who))))
+    return out
 
 
 def _paras_html(text: str, cls: str = "") -> str:
@@ -133,11 +171,7 @@ def to_html(ex: Explainer, generator: str = "hgmviz") -> str:
                 _e(_who(ss, ex.schemes)),
                 _e(" → ".join(path) if path else "(no kernel code)")))
         parts.append("</dl>")
-        svg = _inline_svg(st.diagram.svg(), "s%d-" % st.index, label)
-        parts.append('<figure class="diagram">%s<figcaption>Page tables and folios after '
-                     'step %d%s.</figcaption></figure>'
-                     % (svg, st.index, "" if len(ex.schemes) == 1 else
-                        ", one column per scheme"))
+        parts += _figures_html(st, ex.schemes, label)
         parts.append(_html_table(st.counters, ex.schemes))
         parts.append("</section>")
     parts.append("</main>")

@@ -48,6 +48,7 @@ class ExplainedStep:
     diagram: object         # render.Diagram: every scheme (one column each); html, svg
     text_diagram: object    # render.Diagram for the text format: one column per group
     groups: tuple           # ((schemes, ...), ...) whose page tables are drawn alike (text)
+    figures: tuple = ()     # html: ((scheme, Diagram, (per-process Diagram, ...)), ...)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,22 @@ def _diagrams(s: Session, fmt=None):
     return both, text, tuple(tuple(schemes[i] for i in ix) for ix in reps)
 
 
+def _figures(s: Session) -> tuple:
+    """The HTML page's drawings at the current position: one per scheme (stacked, so the
+    page never grows wider than one scheme), each with one drawing per process too, which
+    the page uses when the whole is too wide to print legibly (:data:`.html.MAX_PT`).  No
+    legend inside: the page shows it once."""
+    out = []
+    for sc in s.schemes:
+        m, b = s.machines[sc], s.before(sc)
+        whole = draw(m, before=b, legend=False)
+        pids = [n.pid for n in whole.scene.nodes if n.kind == "process"]
+        parts = tuple(draw(m, pids=[pid], before=b, legend=False) for pid in pids) \
+            if len(pids) > 1 else ()
+        out.append((sc, whole, parts))
+    return tuple(out)
+
+
 def _from_session(s: Session, fmt=None) -> tuple:
     """Visit every position of the replayed session ``s``: the explained steps."""
     steps = []
@@ -190,7 +207,8 @@ def _from_session(s: Session, fmt=None) -> tuple:
         steps.append(ExplainedStep(
             i, st.op, op_label(st.op), st.narration,
             tuple((ss, tag, text) for ss, (tag, text) in results), paths,
-            table, diagram, text_diagram, groups))
+            table, diagram, text_diagram, groups,
+            _figures(s) if fmt in (None, "html") else ()))
         prev = table.values
     return tuple(steps)
 

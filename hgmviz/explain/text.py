@@ -84,8 +84,44 @@ def _diagram_text(diagram, width: int) -> str:
     return render_text(scene, width)
 
 
-def to_text(ex: Explainer, width: int = WIDTH) -> str:
-    """The explainer as plain text, no line wider than ``width`` columns."""
+#: ``--ascii``: what replaces the non-ASCII characters the text uses (anything else
+#: becomes its closest ASCII, or ``?``).
+ASCII = {"→": "->", "←": "<-", "·": "*", "×": "x", "−": "-", "–": "-", "—": "--", "…": "...",
+         "≥": ">=", "≤": "<=", "‖": "||", "✓": "ok", "✗": "x", "↯": "!", "⊘": "(/)",
+         "↻": "(wrap)", "½": "1/2", "“": '"', "”": '"', "‘": "'", "’": "'", "\xa0": " "}
+
+
+def to_ascii(text: str) -> str:
+    """``text`` in ASCII only (for mail clients that mangle ``→ · × − –``)."""
+    out = []
+    for ch in text:
+        if ord(ch) < 128:
+            out.append(ch)
+        elif ch in ASCII:
+            out.append(ASCII[ch])
+        else:
+            d = unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode()
+            out.append(d or "?")
+    return "".join(out)
+
+
+def _marked(scene) -> bool:
+    """Does the drawing mark anything new, removed or changed?"""
+    return any(n.mark or any(r.mark for r in n.rows) or any(ln.mark for ln in n.lines)
+               for n in scene.nodes) or any(e.mark for e in scene.edges)
+
+
+def to_text(ex: Explainer, width: int = WIDTH, full: bool = False,
+            ascii: bool = False) -> str:
+    """The explainer as plain text, no line wider than ``width`` columns.  By default
+    each step shows only the counters it changed and its page tables only when it changed
+    them, then the full counters after the last step; ``full=True``: every counter and
+    every drawing at every step.  ``ascii=True``: ASCII only."""
+    text = _to_text(ex, width, full)
+    return to_ascii(text) if ascii else text
+
+
+def _to_text(ex: Explainer, width: int, full: bool) -> str:
     rule = "=" * width
     out = []
     out += _wrap(ex.title, width)
@@ -108,11 +144,20 @@ def to_text(ex: Explainer, width: int = WIDTH) -> str:
             cmd += ["--schemes", ",".join(ex.schemes)]
         if ex.selection:
             cmd += ["--steps", ex.selection]
+        if full:
+            cmd += ["--full"]
         out += _command_lines(cmd, width, 11, "command")
     out.append("")
-    out += _wrap("Each step: the operation, its result and kernel call path under each "
-                 "scheme, the counters (%s), and the page tables after it (+ new, "
-                 "− removed, ~ changed)." % _MARK_KEY, width)
+    if full:
+        out += _wrap("Each step: the operation, its result and kernel call path under each "
+                     "scheme, the counters (%s), and the page tables after it (+ new, "
+                     "− removed, ~ changed)." % _MARK_KEY, width)
+    else:
+        out += _wrap("Each step: the operation, its result and kernel call path under each "
+                     "scheme, the counters it changed (%s), and the page tables when it "
+                     "changed them (+ new, − removed, ~ changed); the full counters after "
+                     "the last step.  --full shows everything at every step." % _MARK_KEY,
+                     width)
     for st in ex.steps:
         out.append("")
         out.append(rule)
@@ -128,8 +173,11 @@ def to_text(ex: Explainer, width: int = WIDTH) -> str:
             out += _field("call path", _who(ss, ex.schemes) +
                           (" → ".join(path) if path else "(no kernel code)"), width)
         out.append("")
-        out += _table_text(st.counters, ex.schemes, width)
+        out += _table_text(st.counters, ex.schemes, width, changed_only=not full)
         out.append("")
+        if not full and not _marked(st.text_diagram.scene):
+            out.append("Page tables: unchanged by this step.")
+            continue
         if len(ex.schemes) == 1:
             out.append("Page tables after the step:")
         elif len(st.groups) == 1:
@@ -141,6 +189,13 @@ def to_text(ex: Explainer, width: int = WIDTH) -> str:
                          % "; ".join(" = ".join(g) if len(g) > 1 else g[0]
                                      for g in st.groups), width)
         out += _diagram_text(st.text_diagram, width).rstrip("\n").split("\n")
+    if not full and ex.steps:
+        last = ex.steps[-1]
+        out.append("")
+        out.append(rule)
+        out.append("Summary: the counters after step %d" % last.index)
+        out.append(rule)
+        out += _table_text(last.counters, ex.schemes, width)
     legend = _legend(st.text_diagram for st in ex.steps)
     if legend:
         out.append("")

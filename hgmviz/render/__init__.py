@@ -24,9 +24,10 @@ __all__ = ["draw", "draw_compare", "Diagram", "DotNotFound", "INSTALL_HELP", "bu
 class Diagram:
     """A drawn scene: ``.dot``, ``.svg()``, ``.text(width=80)``; SVG in Jupyter."""
 
-    def __init__(self, scene: Scene, theme="light"):
+    def __init__(self, scene: Scene, theme="light", legend: bool = True):
         self.scene = scene
         self.theme = get_theme(theme)
+        self.legend = bool(legend)      # False: the legend is shown once elsewhere
         self._dot = None
         self._svg = None
 
@@ -34,7 +35,7 @@ class Diagram:
     def dot(self) -> str:
         """The DOT source (deterministic; what the golden tests snapshot)."""
         if self._dot is None:
-            self._dot = scene_to_dot(self.scene, self.theme)
+            self._dot = scene_to_dot(self.scene, self.theme, legend=self.legend)
         return self._dot
 
     def svg(self) -> str:
@@ -67,17 +68,19 @@ class Diagram:
 
 
 def draw(m, pids=None, start=None, end=None, before=None, *, theme="light", max_nodes=150,
-         max_rows=24) -> Diagram:
+         max_rows=24, legend=True) -> Diagram:
     """Draw machine ``m``: the page-table trees of processes ``pids`` (default all) over
     ``[start, end)`` (default: their VMAs), the folios they map with their counters, and —
-    given ``before = m.snapshot()`` taken earlier — what changed since."""
+    given ``before = m.snapshot()`` taken earlier — what changed since.  ``legend=False``:
+    the SVG leaves out the legend (``Diagram.scene.legend`` still has it)."""
     return Diagram(build_scene(m, pids, start, end, before, max_nodes=max_nodes,
-                               max_rows=max_rows), theme)
+                               max_rows=max_rows), theme, legend)
 
 
 def draw_compare(machines, pids=None, start=None, end=None, before=None, *, titles=None,
-                 theme="light", max_nodes=150, max_rows=24) -> Diagram:
+                 theme="light", max_nodes=150, max_rows=24, legend=True) -> Diagram:
     """Several machines side by side, one column each (``before``: one snapshot or None
     per machine; ``titles``: one per machine, default the scheme names)."""
     return Diagram(build_compare_scene(machines, pids, start, end, before, titles=titles,
-                                       max_nodes=max_nodes, max_rows=max_rows), theme)
+                                       max_nodes=max_nodes, max_rows=max_rows), theme,
+                   legend)

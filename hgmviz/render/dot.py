@@ -73,7 +73,7 @@ def _strip_html(strip, theme: Theme) -> str:
         ch = "!" if v < 0 else ("+" if v >= 10 else str(v))
         txt = "<U>%s</U>" % ch if mixed else ch
         border = ' BORDER="2" COLOR="%s"' % theme.mark_line("changed") if changed else ""
-        cells.append('<TD BGCOLOR="%s" WIDTH="9"%s><FONT COLOR="%s" FACE="%s" POINT-SIZE="8">%s'
+        cells.append('<TD BGCOLOR="%s" WIDTH="10"%s><FONT COLOR="%s" FACE="%s" POINT-SIZE="9">%s'
                      '</FONT></TD>' % (fill, border, fg, _e(theme.mono), txt))
     return ('<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="1" COLOR="%s"><TR>%s'
             '</TR></TABLE>' % (theme.border, "".join(cells)))
@@ -123,6 +123,9 @@ def _node_label(n, theme: Theme) -> str:
 
 
 def _text_block(lines, theme: Theme, title: str = "", wrap: int = 110) -> str:
+    """Caption lines as a borderless table, one row per line: each row is as tall as its
+    text plus padding, so lines never overlap (``<BR/>`` lines sat on a pitch equal to the
+    font size, and browsers' fonts overlapped them)."""
     out = []
     if title:
         out.append("<B>%s</B>" % _e(title))
@@ -132,7 +135,8 @@ def _text_block(lines, theme: Theme, title: str = "", wrap: int = 110) -> str:
         for i, piece in enumerate(textwrap.wrap(text, wrap) or [""]):
             out.append('%s<FONT COLOR="%s">%s</FONT>' % (_glyph(mark, theme) if i == 0 else "",
                                                          color, _e(piece)))
-    return '<%s<BR ALIGN="LEFT"/>>' % '<BR ALIGN="LEFT"/>'.join(out)
+    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">%s</TABLE>>'
+            % "".join('<TR><TD ALIGN="LEFT">%s</TD></TR>' % o for o in out))
 
 
 def _edge_attrs(e, theme: Theme) -> dict:
@@ -148,8 +152,9 @@ def _edge_attrs(e, theme: Theme) -> dict:
     return attrs
 
 
-def scene_to_dot(scene: Scene, theme="light") -> str:
-    """The DOT source of ``scene`` (top to bottom: processes, page tables, folios)."""
+def scene_to_dot(scene: Scene, theme="light", legend: bool = True) -> str:
+    """The DOT source of ``scene`` (top to bottom: processes, page tables, folios);
+    ``legend=False``: without the legend lines (a page that shows them once elsewhere)."""
     import graphviz
     theme = get_theme(theme)
     g = graphviz.Digraph(
@@ -157,7 +162,8 @@ def scene_to_dot(scene: Scene, theme="light") -> str:
         graph_attr={"rankdir": "TB", "bgcolor": theme.bg, "fontname": theme.font,
                     "fontsize": "%g" % theme.fontsize, "fontcolor": theme.fg, "nodesep": "0.25",
                     "ranksep": "0.35", "labelloc": "t", "labeljust": "l", "newrank": "true",
-                    "label": _text_block(tuple(scene.caption) + tuple(scene.legend), theme,
+                    "label": _text_block(tuple(scene.caption) +
+                                         (tuple(scene.legend) if legend else ()), theme,
                                          scene.title)},
         node_attr={"shape": "plain", "fontname": theme.font, "fontsize": "%g" % theme.fontsize,
                    "fontcolor": theme.fg},

@@ -126,8 +126,8 @@ def _caption(m, now, bef):
     if meta:
         lines.append(Line("scheme metadata: %s bytes" % format(meta, ","), style="muted"))
     if bef is not None:
-        lines.append(Line("changes since version %d: + new · − removed · ~ changed (was N)"
-                          % bef.version))
+        lines.append(Line("changes since version %d (the state before the step): + new · "
+                          "− removed · ~ changed (was N)" % bef.version))
     return tuple(lines)
 
 
@@ -166,6 +166,8 @@ def _legend(nodes, fold, levels_name, bef, strip_rule):
     if bef is not None:
         out.append("+ new (bold border, bold edge) · − removed (dashed) · ~ changed (double "
                    "border, was N).")
+    out.append("version N: the machine's change counter (it grows with every change, undo "
+               "included); each drawn state has its own.")
     return tuple(out)
 
 

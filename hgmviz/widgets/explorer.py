@@ -79,8 +79,9 @@ class Explorer(ControlsMixin, DrillMixin):
     (undo / redo to a state drawn recently costs no new layout)."""
 
     def __init__(self, session: Session, *, compare: bool = False, theme: str = "light",
-                 base=None, redraw_cache: int = 32):
+                 base=None, redraw_cache: int = 32, undo_floor: int = 0):
         self.compare = bool(compare)
+        self.undo_floor = int(undo_floor)   # undo never goes below this position
         self.theme = theme
         self.session = None
         self._unsubscribe = None
@@ -94,6 +95,7 @@ class Explorer(ControlsMixin, DrillMixin):
         self._scale = None
         self._scale_task = None
         self._len_gran = None
+        self._legend = ()
         self._build()
         self.attach(session, base=base)
 
@@ -195,6 +197,7 @@ class Explorer(ControlsMixin, DrillMixin):
         # -- displays ---------------------------------------------------------------------
         self.w_css = W.HTML(views.CSS)
         self.w_title = W.HTML()
+        self.w_title.add_class("hgmviz-title")
         self.w_status = W.HTML()
         self.w_status.add_class("hgmviz-status")
         self.diagram = W.HTML(layout=lay(width="100%", overflow="auto"))
@@ -243,6 +246,9 @@ class Explorer(ControlsMixin, DrillMixin):
                    "of its own."),
             W.HBox([self.b_scale_run, self.b_scale_stop, self.b_scale_release]),
             self.w_scale_progress, self.w_scale_info])
+        self.w_legend = W.HTML()
+        self.w_legend_box = W.Accordion(children=[self.w_legend], selected_index=None)
+        self.w_legend_box.set_title(0, "How to read the diagram")
         self.w_drill = W.Accordion(children=[drill], selected_index=None)
         self.w_drill.set_title(0, "Overflow drill")
         # -- layout -----------------------------------------------------------------------
@@ -257,11 +263,18 @@ class Explorer(ControlsMixin, DrillMixin):
         if self.compare:
             body = W.VBox([self.diagram, self.counters])
         else:
-            body = W.HBox([W.Box([self.diagram], layout=lay(flex="1 1 auto", width="auto",
+            # the counters keep their natural width (never clipped); in a narrow window
+            # they wrap below the diagram, which scrolls rather than shrinking its text
+            body = W.HBox([W.Box([self.diagram], layout=lay(flex="1 1 480px", width="auto",
                                                             min_width="0")),
-                           W.Box([self.counters], layout=lay(flex="0 0 330px"))])
+                           W.Box([self.counters], layout=lay(flex="0 0 auto",
+                                                             max_width="100%",
+                                                             overflow="auto"))],
+                          layout=lay(flex_flow="row wrap", align_items="flex-start",
+                                     width="100%"))
         self.widget = W.VBox([self.w_css, self.w_title, config, target, where, free, ops_row1,
-                              ops_row2, self.w_status, view, body, self.log, self.w_drill])
+                              ops_row2, self.w_status, view, body, self.w_legend_box,
+                              self.log, self.w_drill])
         self.widget.add_class("hgmviz-explorer")
         if self.compare:
             self.widget.add_class("hgmviz-compare")
@@ -273,7 +286,7 @@ class Explorer(ControlsMixin, DrillMixin):
     def _all_widgets(self):
         return [self.w_scheme, self.w_guard, self.w_errors, self.w_proc, self.w_vma,
                 self.w_file, self.w_gran, self.w_addr, self.w_len, self.w_where,
-                self.w_title, self.w_status, self.diagram, self.counters, self.log,
+                self.w_title, self.w_status, self.diagram, self.w_legend, self.counters, self.log,
                 self.b_undo, self.b_redo, self.b_reset, self.w_drill_info,
                 self.b_drill_step, self.b_drill_run, self.w_illegal, self.w_addr_text,
                 self.w_len_text, self.w_fit] + list(self.buttons.values())
@@ -468,7 +481,11 @@ class Explorer(ControlsMixin, DrillMixin):
     def _nav(self, what: str):
         s = self.session
         if what == "undo":
-            s.undo()
+            if s.position > self.undo_floor:  # never into the explorer's own set-up
+                s.undo()
+            else:
+                self._reject("nothing to undo: this is the explorer's starting state (a "
+                             "process p mapping one hugepage of file f at a)")
         elif what == "redo":
             s.redo()
         elif self.base == 0:
@@ -519,6 +536,7 @@ class Explorer(ControlsMixin, DrillMixin):
                 skipped.append("step %d (%s) left out under the new settings: %s"
                                % (i + 1, views.op_label(st.op), e))
             at.append(new.position)
+        self.undo_floor = at[min(self.undo_floor, len(at) - 1)]
         self.attach(new, base=at[min(self.base, len(at) - 1)])
         for msg in skipped:
             self._notes.append((new, new.position, msg))
@@ -539,7 +557,7 @@ class Explorer(ControlsMixin, DrillMixin):
             elif needs == "file":
                 b.disabled = not self.w_file.value
         s = self.session
-        self.b_undo.disabled = not s.can_undo
+        self.b_undo.disabled = not s.can_undo or s.position <= self.undo_floor
         self.b_redo.disabled = not s.can_redo
         self.b_reset.disabled = s.position == self.base and not (self.base == 0 and s.history)
         drill_ok = alive and bool(self.w_file.value) and self._is_toy()
@@ -560,20 +578,24 @@ class Explorer(ControlsMixin, DrillMixin):
         hit = self._cache.get(key)
         if hit is not None and hit[0] is s and hit[1] is last:
             self._cache.move_to_end(key)
+            self._legend = hit[4]
             return hit[2].replace('data-version="%d"' % hit[3], 'data-version="%d"' % s.version,
                                   1)
         if self.compare:
             d = draw_compare([s.machines[k] for k in s.schemes],
-                             before=[s.before(k) for k in s.schemes], theme=self.theme)
+                             before=[s.before(k) for k in s.schemes], theme=self.theme,
+                             legend=False)
             label = "page tables under %s, side by side" % ", ".join(s.schemes)
         else:
-            d = draw(self.machine, before=s.before(self.view_scheme), theme=self.theme)
+            d = draw(self.machine, before=s.before(self.view_scheme), theme=self.theme,
+                     legend=False)
             label = "page tables and folios under %s" % self.view_scheme
         try:
             value = views.svg_html(d.svg(), s.version, label, fit=self.w_fit.value)
         except DotNotFound:
             value = views.text_html(d.text(), s.version, label)
-        self._cache[key] = (s, last, value, s.version)
+        self._legend = d.scene.legend          # shown once, under the diagram
+        self._cache[key] = (s, last, value, s.version, self._legend)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return value
@@ -623,6 +645,7 @@ class Explorer(ControlsMixin, DrillMixin):
         with self._held():
             self.w_title.value = self._title_value()
             self.diagram.value = diagram
+            self.w_legend.value = views.legend_html(self._legend)
             self.counters.value = counters
             self.log.value = log
             self._sync_controls()
@@ -658,6 +681,24 @@ def _default_session(geometry, scheme, schemes, guard, errors, kernel, nr_hugepa
     return s
 
 
+def _session_of(session, scenario, geometry, scheme, schemes, guard, errors, kernel,
+                nr_hugepages) -> tuple:
+    """``(session, undo floor)``: the session given, the scenario's, or the default set-up
+    (whose steps undo does not go into)."""
+    if session is not None:
+        if not isinstance(session, Session):
+            raise TypeError(
+                "explore() / compare() take a hgmviz.Session (or scenario='name'), not %s: "
+                "for a Machine you built by hand, draw it with hv.draw(m); to explore "
+                "operations, start from hv.explore() or hv.Session(...) and apply them there"
+                % type(session).__name__)
+        return session, 0
+    if scenario is not None:
+        return load_scenario(scenario), 0
+    s = _default_session(geometry, scheme, schemes, guard, errors, kernel, nr_hugepages)
+    return s, s.position
+
+
 def explore(session=None, scenario=None, *, geometry="toy", scheme="per_piece", guard=None,
             errors="proposed", kernel="6.2", nr_hugepages=None, theme="light",
             redraw_cache=32) -> Explorer:
@@ -671,10 +712,9 @@ def explore(session=None, scenario=None, *, geometry="toy", scheme="per_piece", 
     2 MiB and one 1 GiB at x86-64), set up with one process ``p`` mapping one hugepage of a
     file ``f`` at ``a``.  Reset returns to the state the explorer opened at.
     ``redraw_cache``: drawings kept for undo / redo (0: draw every time)."""
-    if session is None:
-        session = load_scenario(scenario) if scenario is not None else _default_session(
-            geometry, scheme, None, guard, errors, kernel, nr_hugepages)
-    return Explorer(session, theme=theme, redraw_cache=redraw_cache)
+    session, floor = _session_of(session, scenario, geometry, scheme, None, guard, errors,
+                                 kernel, nr_hugepages)
+    return Explorer(session, theme=theme, redraw_cache=redraw_cache, undo_floor=floor)
 
 
 def compare(session=None, scenario=None, *, schemes=("per_piece", "thp_like",
@@ -684,7 +724,7 @@ def compare(session=None, scenario=None, *, schemes=("per_piece", "thp_like",
     """One trace, several schemes side by side: every click runs on one machine per scheme
     and the diagrams, counters and results are redrawn together.  Arguments as
     :func:`explore`; ``schemes`` for a new session (a session or scenario brings its own)."""
-    if session is None:
-        session = load_scenario(scenario) if scenario is not None else _default_session(
-            geometry, None, schemes, guard, errors, kernel, nr_hugepages)
-    return Explorer(session, compare=True, theme=theme, redraw_cache=redraw_cache)
+    session, floor = _session_of(session, scenario, geometry, None, schemes, guard, errors,
+                                 kernel, nr_hugepages)
+    return Explorer(session, compare=True, theme=theme, redraw_cache=redraw_cache,
+                    undo_floor=floor)

@@ -36,17 +36,45 @@ _PROLOG = re.compile(r"^.*?(?=<svg\b)", re.S)
 _SVG_SIZE = re.compile(r'<svg width="([0-9.]+)pt" height="([0-9.]+)pt"')
 
 
+#: The smallest text a diagram shows, in CSS pixels: "fit to the window" shrinks a drawing
+#: only down to the scale where its smallest font is this big, then the box scrolls.
+MIN_TEXT_PX = 11.0
+_FONT = re.compile(r'font-size="([0-9.]+)"')
+
+
+def min_scale(svg: str, min_px: float = MIN_TEXT_PX) -> float:
+    """The smallest scale (<= 1) at which every text of ``svg`` (Graphviz's, sized in
+    points: 1 pt = 4/3 CSS px) is still ``min_px`` pixels high."""
+    sizes = [float(x) for x in _FONT.findall(svg)]
+    if not sizes:
+        return 1.0
+    return min(1.0, min_px / (min(sizes) * 4.0 / 3.0))
+
+
 def svg_html(svg: str, version: int, label: str, fit: bool = True) -> str:
     """Graphviz's SVG without its XML prolog, in a ``div.hgmviz-diagram`` that carries the
     session version (what the browser test waits for) and an accessible label.  ``fit``:
-    shrink a large drawing to the width of its box and 80 % of the window's height (never
-    enlarge a small one); else its natural size, with scroll bars."""
+    shrink a wide drawing to the width of its box, but never so far that its smallest text
+    falls under :data:`MIN_TEXT_PX` (the box scrolls instead), and never enlarge it; else
+    its natural size, with scroll bars."""
     body = _PROLOG.sub("", svg, count=1)
-    style = "max-width:100%;max-height:80vh;width:auto;height:auto" if fit else ""
-    body = _SVG_SIZE.sub(lambda m: '<svg width="%spt" height="%spt" style="%s"'
-                         % (m.group(1), m.group(2), style), body, count=1)
+
+    def size(m):
+        w = float(m.group(1))
+        style = ("width:100%%;min-width:%.1fpt;max-width:%spt;height:auto"
+                 % (w * min_scale(svg), m.group(1))) if fit else ""
+        return '<svg width="%spt" height="%spt" style="%s"' % (m.group(1), m.group(2), style)
+    body = _SVG_SIZE.sub(size, body, count=1)
     return ('<div class="hgmviz-diagram" data-version="%d" role="img" aria-label="%s">%s</div>'
             % (version, _h(label, quote=True), body))
+
+
+def legend_html(lines) -> str:
+    """The diagram's legend (``Diagram.scene.legend``), once, as a list under it."""
+    if not lines:
+        return ""
+    return ('<ul class="hgmviz-legend">%s</ul>'
+            % "".join("<li>%s</li>" % _h(x) for x in lines))
 
 
 def text_html(text: str, version: int, label: str) -> str:
@@ -175,6 +203,8 @@ body[data-jp-theme-light="false"] .hgmviz-explorer {
 .hgmviz-explorer .r-partial, .hgmviz-explorer .r-userfault, .hgmviz-explorer .r-skipped {
   color: var(--hv-warn);}
 .hgmviz-explorer .hgmviz-diagram {overflow: auto; background: #ffffff;}
+.hgmviz-explorer .hgmviz-legend {font-size: 12px; margin: 2px 0; padding-left: 1.2em;
+  color: var(--hv-fg);}
 .hgmviz-explorer .hgmviz-diagram.dark {background: #1e1e1e;}
 .hgmviz-explorer .hgmviz-status, .hgmviz-explorer .hgmviz-title {font-size: 12px;
   color: var(--hv-fg);}
