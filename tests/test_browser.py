@@ -429,3 +429,154 @@ if __name__ == "__main__":
     else:
         print("usage: python tests/test_browser.py --docs FOLDER   (the tests: pytest)")
         sys.exit(2)
+
+
+# ------------------------------------------------------------------------------------------
+# legibility (issue 15): widths, themes, text sizes, clipping, contrast; screenshots
+# ------------------------------------------------------------------------------------------
+WIDTHS = (1024, 1366, 1920)
+THEMES = ("light", "dark")
+SCREENS = ROOT / "docs" / "screens"
+MIN_TEXT_PX = 11.0                  # hgmviz.widgets.views.MIN_TEXT_PX
+
+# every SVG text's rendered height (font size times the drawing's scale), every counters
+# cell that clips its content, and the contrast of every explorer text on its background
+MEASURE_JS = """
+() => {
+  const root = document.querySelector('.hgmviz-explorer');
+  const px = [];
+  for (const t of root.querySelectorAll('.hgmviz-diagram svg text')) {
+    const fs = parseFloat(t.getAttribute('font-size') || getComputedStyle(t).fontSize);
+    const m = t.getScreenCTM();
+    if (m && t.textContent.trim()) px.push(fs * Math.hypot(m.a, m.b));
+  }
+  const clipped = [];
+  for (const c of root.querySelectorAll('.hgmviz-counters td, .hgmviz-counters th')) {
+    if (c.scrollWidth > c.clientWidth + 1) clipped.push(c.textContent.trim());
+  }
+  const box = root.querySelector('.hgmviz-counters-box');
+  const boxClip = box ? (box.scrollWidth > box.clientWidth + 1 &&
+                         getComputedStyle(box).overflowX === 'hidden') : false;
+  const rgb = s => (s.match(/[0-9.]+/g) || []).map(Number);
+  const lum = c => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 :
+                     Math.pow((v + 0.055) / 1.055, 2.4); };
+                     return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); };
+  const bg = el => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el)
+                     .backgroundColor); if (c.length >= 3 && (c.length < 4 || c[3] > 0.5))
+                     return c; } return [255, 255, 255]; };
+  const low = [];
+  const sel = '.hgmviz-status, .hgmviz-title, .hgmviz-counters td, .hgmviz-counters th, ' +
+              '.hgmviz-counters caption, .hgmviz-log td, .hgmviz-log caption, .hgmviz-legend li';
+  for (const el of root.querySelectorAll(sel)) {
+    if (!el.textContent.trim() || !el.getClientRects().length) continue;
+    for (const e of [el, ...el.querySelectorAll('span, b, small, code')]) {
+      if (!e.textContent.trim()) continue;
+      const fg = rgb(getComputedStyle(e).color), b = bg(e);
+      const a = fg.length >= 4 ? fg[3] : 1;
+      const mix = [0, 1, 2].map(i => fg[i] * a + b[i] * (1 - a));
+      const l1 = lum(mix), l2 = lum(b);
+      const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+      if (ratio < 4.5) low.push([e.className || e.tagName, e.textContent.trim().slice(0, 30),
+                                 ratio.toFixed(2)]);
+    }
+  }
+  return {minPx: px.length ? Math.min(...px) : null, n: px.length, clipped, boxClip, low,
+          pageOverflow: document.documentElement.scrollWidth > window.innerWidth + 1};
+}
+"""
+
+
+def _legibility_notebooks(work: Path):
+    _docs_notebook(work / "explore.ipynb", 'hw.explore(geometry="toy", scheme="per_piece")')
+    _docs_notebook(work / "compare.ipynb", 'hw.compare(geometry="toy", schemes=["per_piece", '
+                   '"thp_like", "hstate_present"])')
+
+
+def _js_click(page, name: str):
+    """Click a button even when its accordion is closed; wait for the redraw."""
+    v = diagram(page)["version"]
+    page.evaluate("""(name) => [...document.querySelectorAll('.hgmviz-explorer button')]
+        .find(b => b.textContent.trim() === name).click()""", name)
+    page.wait_for_function("(v) => Number(document.querySelector('.hgmviz-explorer "
+                           ".hgmviz-diagram-box .hgmviz-diagram').dataset.version) > v", arg=v,
+                           timeout=60000)
+
+
+def _check_state(page, what: str, problems: list):
+    page.wait_for_timeout(300)
+    m = page.evaluate(MEASURE_JS)
+    print("%s: smallest diagram text %.1f px (%d texts), clipped cells %d, low contrast %d"
+          % (what, m["minPx"] or 0, m["n"], len(m["clipped"]), len(m["low"])))
+    if m["minPx"] is None or m["minPx"] < MIN_TEXT_PX - 0.05:
+        problems.append("%s: diagram text %.1f px < %.0f" % (what, m["minPx"] or 0,
+                                                            MIN_TEXT_PX))
+    if m["clipped"] or m["boxClip"]:
+        problems.append("%s: clipped counters %s" % (what, m["clipped"][:5]))
+    if m["low"]:
+        problems.append("%s: contrast < 4.5: %s" % (what, m["low"][:5]))
+
+
+def _shot(page, path: Path):
+    root = page.locator(ROOT_SEL).first
+    box = root.bounding_box()
+    vp = page.viewport_size
+    page.set_viewport_size({"width": vp["width"], "height": int(box["y"] + box["height"]) + 20})
+    page.wait_for_timeout(300)
+    box = root.bounding_box()
+    page.screenshot(path=str(path), clip={"x": 0, "y": box["y"], "width": vp["width"],
+                                          "height": box["height"]})
+    page.set_viewport_size(vp)
+
+
+@pytest.mark.parametrize("theme", THEMES)
+def test_explorer_is_legible_at_every_width(playwright, theme):
+    """At 1024, 1366 and 1920 px, light and dark (Voila's themes are JupyterLab's): after a
+    fork and with three processes, after the overflow drill, and in a comparison of three
+    schemes, the diagram's text is >= 11 px, no counter value is clipped, and every
+    explorer text has WCAG AA contrast.  Screenshots go to docs/screens/."""
+    work = workdir("hgmviz-legible-", notebooks=[])
+    _legibility_notebooks(work)
+    token = secrets.token_hex(16)
+    port = free_port()
+    cmd = [sys.executable, "-m", "voila", str(work), "--no-browser", "--port=%d" % port,
+           "--Voila.ip=127.0.0.1", "--token=%s" % token, "--Voila.port_retries=0",
+           "--theme=%s" % theme]
+    srv = Server(cmd, work, server_env(work), port, work / "voila.log")
+    _wait_port(srv)
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    problems = []
+    try:
+        for width in WIDTHS:
+            ctx = launch_browser(playwright, work / ("chromium-%d" % width), width=width,
+                                 height=900)
+            try:
+                page = ctx.new_page()
+                page.goto("http://127.0.0.1:%d/voila/render/explore.ipynb?token=%s"
+                          % (port, token), timeout=90000)
+                page.wait_for_selector(DIAGRAM_SEL, timeout=90000)
+                assert not widget_errors(page), widget_errors(page)
+                _js_click(page, "touch")
+                _js_click(page, "fork")
+                _check_state(page, "%s %d fork" % (theme, width), problems)
+                _js_click(page, "spawn")
+                _check_state(page, "%s %d three processes" % (theme, width), problems)
+                _shot(page, SCREENS / ("explore-%s-%d.png" % (theme, width)))
+                _js_click(page, "drill: run to guard or wrap")
+                _check_state(page, "%s %d drill" % (theme, width), problems)
+                page.goto("http://127.0.0.1:%d/voila/render/compare.ipynb?token=%s"
+                          % (port, token), timeout=90000)
+                page.wait_for_selector(DIAGRAM_SEL, timeout=90000)
+                _js_click(page, "touch")
+                _js_click(page, "fork")
+                _check_state(page, "%s %d compare" % (theme, width), problems)
+                if width == 1366:
+                    _shot(page, SCREENS / ("compare-%s-%d.png" % (theme, width)))
+            finally:
+                ctx.close()
+    except Exception:
+        print(srv.log())
+        raise
+    finally:
+        srv.stop()
+    shutil.rmtree(work, ignore_errors=True)
+    assert problems == []

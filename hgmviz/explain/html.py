@@ -40,7 +40,7 @@ table.counters td.changed { font-weight: 700; background: #fff6d6; }
 table.counters td.wrapped { font-weight: 700; color: #a3161b; background: #fde7e7; }
 .legend li { margin: .2rem 0; }
 figure.diagram figcaption { font-weight: 600; color: #333; margin-bottom: .2rem; }
-@page { size: A4; margin: 12mm; }
+@page { size: landscape; margin: 12mm; }
 @media print { nav { display: none; } body { max-width: none; padding: 0; font-size: 10pt; }
                figure.diagram { overflow: visible; break-inside: avoid; }
                figure.diagram svg { min-width: 0 !important; max-width: 100%; } }
@@ -79,11 +79,11 @@ def _html_table(table, schemes) -> str:
     return table_html(table)
 
 
-#: The widest drawing (in points) the page shows whole: printed on A4 (or Letter) portrait
-#: with 12 mm margins, 186 mm = 527 pt wide, a drawing this wide shrinks to 0.63, so its
-#: 9.65 pt text stays >= 6 pt.  A wider drawing of several processes is shown one process
-#: at a time.
-MAX_PT = 840.0
+#: The widest drawing (in points) the page shows whole.  The page prints landscape (the
+#: drawings are wide, not tall): Letter landscape less 12 mm margins is 255 mm = 723 pt
+#: wide (A4's 774 pt is wider), where a drawing this wide shrinks to 0.63, so its 9.65 pt
+#: text stays >= 6 pt.  A wider drawing of several processes is shown one process at a time.
+MAX_PT = 1150.0
 
 
 def _width_pt(svg: str) -> float:

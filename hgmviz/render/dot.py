@@ -73,7 +73,7 @@ def _strip_html(strip, theme: Theme) -> str:
         ch = "!" if v < 0 else ("+" if v >= 10 else str(v))
         txt = "<U>%s</U>" % ch if mixed else ch
         border = ' BORDER="2" COLOR="%s"' % theme.mark_line("changed") if changed else ""
-        cells.append('<TD BGCOLOR="%s" WIDTH="10"%s><FONT COLOR="%s" FACE="%s" POINT-SIZE="9">%s'
+        cells.append('<TD BGCOLOR="%s" WIDTH="11"%s><FONT COLOR="%s" FACE="%s" POINT-SIZE="10">%s'
                      '</FONT></TD>' % (fill, border, fg, _e(theme.mono), txt))
     return ('<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="1" COLOR="%s"><TR>%s'
             '</TR></TABLE>' % (theme.border, "".join(cells)))
@@ -86,7 +86,7 @@ def _node_label(n, theme: Theme) -> str:
     title = "%s<B>%s</B>" % (_glyph(n.mark, theme), _e(n.title))
     if n.subtitle:
         title += '<BR ALIGN="LEFT"/><FONT COLOR="%s" POINT-SIZE="%g">%s</FONT>' % (
-            theme.muted, theme.fontsize - 1, _e(n.subtitle))
+            theme.muted, theme.fontsize, _e(n.subtitle))
     rows.append('<TR><TD ALIGN="LEFT" BALIGN="LEFT" BGCOLOR="%s">%s<BR ALIGN="LEFT"/></TD></TR>'
                 % (head, title))
     for ln in n.lines:
@@ -103,7 +103,7 @@ def _node_label(n, theme: Theme) -> str:
         rows.append('<TR><TD ALIGN="LEFT" BGCOLOR="%s">%s<FONT COLOR="%s" POINT-SIZE="%g">subpage '
                     'mapcounts, max per %s-page bucket (underlined: mixed)</FONT></TD></TR>'
                     % (fill, _glyph("changed" if any(s.changed) else "", theme), theme.muted,
-                       theme.fontsize - 1, format(s.pages_per_bucket, ",")))
+                       theme.fontsize, format(s.pages_per_bucket, ",")))
         rows.append('<TR><TD ALIGN="LEFT" BGCOLOR="%s">%s</TD></TR>' % (fill, _strip_html(s, theme)))
     for r in n.rows:
         bg = theme.mark_fill(r.mark, kind) if r.mark else fill
@@ -122,7 +122,7 @@ def _node_label(n, theme: Theme) -> str:
     return "<%s>" % inner
 
 
-def _text_block(lines, theme: Theme, title: str = "", wrap: int = 110) -> str:
+def _text_block(lines, theme: Theme, title: str = "", wrap: int = 90) -> str:
     """Caption lines as a borderless table, one row per line: each row is as tall as its
     text plus padding, so lines never overlap (``<BR/>`` lines sat on a pitch equal to the
     font size, and browsers' fonts overlapped them)."""
