@@ -1,0 +1,102 @@
+"""fs/hugetlbfs/inode.c and mm/memfd.c: hugetlbfs files (``memfd_create(MFD_HUGETLB)``,
+``hugetlbfs_setattr``, ``hugetlbfs_fallocate``, ``hugetlbfs_evict_inode`` →
+``remove_inode_hugepages``), mainline v6.2.
+"""
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+
+from .. import core
+from ..errors import syscall_error
+from .structs import File, _FileState, _check_int, _fmt
+from . import hugetlb
+
+
+def memfd_create(m, size, hstate, name):
+    g = m.geometry
+    if hstate is None:
+        hstate = g.hstates[0].size
+    try:
+        h = g.hstate(hstate)
+    except ValueError as e:
+        raise syscall_error(errno.EINVAL, "memfd_create(MFD_HUGETLB): %s" % e) from None
+    size = _check_int("size", size)
+    if size & (h.size - 1):
+        raise syscall_error(errno.EINVAL, "ftruncate: the size of a hugetlbfs file must be a "
+                            "multiple of the hugepage size %s (hugetlbfs_setattr), not %d"
+                            % (_fmt(h.size), size))
+    fid = m._next_file
+    m._next_file += 1
+    n = size >> h.shift
+    m._files[fid] = _FileState(fid, str(name), h.index, size, np.full(n, -1, np.int32),
+                                  np.zeros(n, np.int8))
+    m._file_handles[fid] = File(m, fid)
+    m.call_path = ["memfd_create", "hugetlb_file_setup", "hugetlbfs_setattr"]
+    m._finish()
+    return m._file_handles[fid]
+
+
+def grow_file(m, st: _FileState, size: int):
+    h = m.geometry.hstates[st.hstate]
+    n = (size + h.size - 1) >> h.shift
+    if n > st.pc.size:
+        st.pc = np.concatenate([st.pc, np.full(n - st.pc.size, -1, np.int32)])
+        st.resv = np.concatenate([st.resv, np.zeros(n - st.resv.size, np.int8)])
+    st.size = max(st.size, size)
+
+
+def hugetlbfs_fallocate(m, f, offset, length):
+    st = m._file(f)
+    h = m.geometry.hstates[st.hstate]
+    offset = _check_int("offset", offset, -(1 << 62))
+    length = _check_int("length", length, -(1 << 62))
+    if offset < 0 or length <= 0:
+        raise syscall_error(errno.EINVAL, "fallocate: offset must be >= 0 and length > 0 "
+                            "(vfs_fallocate), not offset %d length %d" % (offset, length))
+    start = offset >> h.shift
+    end = (offset + length + h.size - 1) >> h.shift
+    grow_file(m, st, offset + length)   # i_size = offset + len, not rounded
+    m.call_path = ["fallocate", "hugetlbfs_fallocate"]
+    for idx in range(start, end):
+        if st.pc[idx] >= 0:
+            continue
+        try:
+            hugetlb.alloc_hugetlb_folio(m, st, idx)
+        except LookupError as e:
+            raise syscall_error(errno.ENOSPC, "fallocate: %s" % e) from None
+    m._account()
+    m._finish()
+
+
+def close_fd(m, f):
+    st = m._file(f)
+    st.fd_open = False
+    m.call_path = ["close", "fput"]
+    hugetlbfs_evict_inode(m, st)
+    m._account()
+    m._finish()
+
+
+def hugetlbfs_evict_inode(m, st: _FileState):
+    """The last reference to the file is gone: ``hugetlbfs_evict_inode`` →
+    ``remove_inode_hugepages`` (page cache lets go, folios return to the pool) and
+    ``hugetlb_unreserve_pages`` (unused reservations are released)."""
+    if st.fd_open or st.nr_vmas > 0 or st.released:
+        return
+    st.released = True
+    h = m.geometry.hstates[st.hstate]
+    m.call_path += ["hugetlbfs_evict_inode", "remove_inode_hugepages", "hugetlb_unreserve_pages"]
+    for idx in np.flatnonzero(st.pc >= 0):
+        fid = int(st.pc[idx])
+        pfn = int(m._folio_pfn[fid])
+        m._emit(core.EV_PAGECACHE_DEL, -1, 0, h.shift,
+                   m.kernel.pagecache_refs(h.pages_per_huge_page()), pfn, fid)
+        m._emit(core.EV_FOLIO_FREE, -1, 0, h.shift, 1, pfn, fid)
+        m._folio_used[fid] = 0
+        m._folio_file[fid] = -1
+        m._folio_index[fid] = -1
+        st.pc[idx] = -1
+    m._resv[h.index] -= int(np.count_nonzero(st.resv == 1))
+    st.resv[:] = 0
