@@ -23,9 +23,11 @@ concern MAP_SHARED); VMAs are never merged; the kernel may leave an empty page-t
 behind when a fault or UFFDIO_CONTINUE fails after allocating it, the simulator does not (the
 HGM schemes' error-injection points model that).
 """
+from .checkpoint import Checkpoint, CheckpointMismatch
 from .machine import Machine
 from .structs import (MADV_COLLAPSE, MADV_DONTNEED, MADV_SPLIT, UFFD_MINOR, UFFD_MISSING, UFFD_WP,
                       File, FileView, Folio, MachineState, MmView, PagemapEntry, Process, Vma)
 
 __all__ = ["Machine", "Process", "File", "Folio", "Vma", "PagemapEntry", "MachineState",
-           "MmView", "FileView", "MADV_DONTNEED", "MADV_COLLAPSE", "MADV_SPLIT"]
+           "MmView", "FileView", "Checkpoint", "CheckpointMismatch", "MADV_DONTNEED",
+           "MADV_COLLAPSE", "MADV_SPLIT"]

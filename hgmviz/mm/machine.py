@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import warnings
-from dataclasses import replace
 
 import numpy as np
 
@@ -18,9 +17,11 @@ from ..errors import PartialProgress, ProcessExited, StateKept, syscall_error
 from ..geometry import get_geometry, get_kernel_profile
 from ..schemes import SchemeRefusal, get_scheme_class
 from ..schemes.base import UPDATE_KINDS
-from . import checkpoint, fork, hugetlb, hugetlbfs, madvise, mmap, procfs, userfaultfd
-from .structs import (_PFN_BASE, File, Folio, Process, Vma, _FileState, _MmState, _check_int,
-                      _fmt)
+from . import checkpoint as _checkpoint
+from .checkpoint import Checkpoint
+from . import fork, hugetlb, hugetlbfs, madvise, mmap, procfs, userfaultfd
+from .structs import (_PFN_BASE, File, Folio, MachineState, Process, Vma, _check_int, _FileState,
+                      _file_state, _fmt, _mm_state, _MmState, _read_only)
 
 
 class Machine:
@@ -60,26 +61,37 @@ class Machine:
                             % (nr_hugepages,))
         counts = [0] * len(g.hstates)
         for size, n in nr_hugepages.items():
-            h = g.hstate(size)
-            counts[h.index] = _check_int("nr_hugepages[%s]" % _fmt(size), n)
+            if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+                raise TypeError("nr_hugepages maps a hugepage size in bytes (an int) to a count; "
+                                "%r is not an int; allowed sizes: %s"
+                                % (size, ", ".join(str(h.size) for h in g.hstates)))
+            h = g.hstate(int(size))
+            counts[h.index] = _check_int("nr_hugepages[%s]" % _fmt(int(size)), n)
         # ---- the pool: folios laid out per hstate in contiguous pfn regions ----------
+        # sized first, so that a pool too large is refused before anything is allocated
         pfn = _PFN_BASE
-        fl = [len(g.hstates)]
-        shifts, pfns, hs_idx = [], [], []
+        starts = []
         for h in g.hstates:
             pfn = (pfn + (1 << h.order) - 1) & ~((1 << h.order) - 1)
-            fl += [pfn, h.order, len(shifts), counts[h.index]]
-            for i in range(counts[h.index]):
-                shifts.append(h.shift)
-                pfns.append(pfn + (i << h.order))
-                hs_idx.append(h.index)
+            starts.append(pfn)
             pfn += counts[h.index] << h.order
         if pfn >= 1 << 30:
-            raise ValueError("the pool is too large for the simulator: at most 2**30 base pages")
+            raise ValueError("the pool is too large for the simulator: at most 2**30 base pages "
+                             "(4 TiB of 4 KiB pages) in all, not %d" % (pfn - _PFN_BASE))
+        fl = [len(g.hstates)]
+        first = 0
+        for h, start in zip(g.hstates, starts):
+            fl += [start, h.order, first, counts[h.index]]
+            first += counts[h.index]
+        shifts = np.concatenate([np.full(counts[h.index], h.shift, dtype=np.int64)
+                                 for h in g.hstates])
+        pfns = np.concatenate([start + (np.arange(counts[h.index], dtype=np.int64) << h.order)
+                               for h, start in zip(g.hstates, starts)])
         self._fl = np.array(fl, dtype=np.int64)
-        self._folio_pfn = np.array(pfns, dtype=np.int64)
-        self._folio_hstate = np.array(hs_idx, dtype=np.int8)
-        nf = len(pfns)
+        self._folio_pfn = pfns
+        self._folio_hstate = np.concatenate([np.full(counts[h.index], h.index, dtype=np.int8)
+                                             for h in g.hstates])
+        nf = pfns.size
         self._folio_used = np.zeros(nf, dtype=np.int8)
         self._folio_file = np.full(nf, -1, dtype=np.int32)
         self._folio_index = np.full(nf, -1, dtype=np.int64)
@@ -93,7 +105,7 @@ class Machine:
         self.count_at = count_at
         self.lookup_first = lookup_first
         self._inject = None
-        self.scheme = scheme_cls(g, np.array(shifts, dtype=np.int64), self._folio_pfn, guard=guard,
+        self.scheme = scheme_cls(g, shifts, self._folio_pfn, guard=guard,
                                  **({"count_at": count_at} if scheme_cls.has_count_at else {}))
         self.pt = PageTablePool(g.PTRS_PER_TABLE)
         self._files = {}
@@ -114,14 +126,59 @@ class Machine:
         self._accounted = 0
 
     def _save(self):
-        return ({k: replace(v, pc=v.pc.copy(), resv=v.resv.copy()) for k, v in self._files.items()},
-                {k: _MmState(v.pid, v.pgd, v.vmas, v.alive) for k, v in self._mms.items()},
-                self._folio_used.copy(), self._folio_file.copy(), self._folio_index.copy(),
-                list(self._resv), self._next_pid, self._next_file, dict(self._file_handles))
+        """The transaction protocol's save: a :class:`~hgmviz.mm.checkpoint.Checkpoint` without the
+        page tables (journalled by the core) and the counters (saved by ``_op``)."""
+        return _checkpoint.capture(self, tables=False)
 
-    def _restore(self, s):
-        (self._files, self._mms, self._folio_used, self._folio_file, self._folio_index,
-         self._resv, self._next_pid, self._next_file, self._file_handles) = s
+    def _restore(self, saved):
+        _checkpoint.put_back(self, saved, copy=False)
+
+    # =================================================================================
+    # Checkpoints and the state view (public)
+    # =================================================================================
+    def checkpoint(self) -> "Checkpoint":
+        """A compact :class:`~hgmviz.mm.checkpoint.Checkpoint` of the whole state (page
+        tables in use, counters, files, processes, the pool), for :meth:`restore` and
+        :meth:`state`."""
+        return _checkpoint.capture(self)
+
+    def snapshot(self) -> "Checkpoint":
+        """The same as :meth:`checkpoint` (the older name)."""
+        return _checkpoint.capture(self)
+
+    def restore(self, ckpt) -> None:
+        """Put the machine back exactly as it was at ``ckpt`` (from :meth:`checkpoint` of
+        this machine or of one configured alike).  A checkpoint of a machine configured
+        otherwise raises :class:`~hgmviz.mm.checkpoint.CheckpointMismatch` (anything else
+        ``TypeError``), and nothing changes."""
+        _checkpoint.restore(self, ckpt)
+
+    def state(self, ckpt=None) -> "MachineState":
+        """A read-only view of the live state (``ckpt=None``) or of checkpoint ``ckpt``
+        (:class:`~hgmviz.mm.structs.MachineState`), what a renderer reads."""
+        return _checkpoint.machine_state(self, ckpt)
+
+    @property
+    def armed_injection(self):
+        """The error injection armed by :meth:`inject` for the next UFFDIO_CONTINUE, or None."""
+        return self._inject
+
+    @property
+    def warned_sign(self) -> bool:
+        """Whether the sign guard's ``WARN_ON_ONCE`` has fired on this machine."""
+        return self._warned_sign
+
+    @property
+    def core_geometry(self) -> np.ndarray:
+        """The geometry as the jitted core takes it (``page_shift, bits_per_level, levels,
+        0``), read-only: for tests and tools that call :mod:`hgmviz.core` walks directly."""
+        return _read_only(self._g)
+
+    @property
+    def in_operation(self) -> bool:
+        """True while an operation runs (or after one was interrupted without unwinding;
+        :meth:`restore` clears it)."""
+        return self._in_op
 
     def _op(self, name, fn, *args):
         if self._in_op:
@@ -239,7 +296,12 @@ class Machine:
         page up) the error comes after the page tables were allocated, and they stay — the
         operation raises :class:`~hgmviz.errors.StateKept`.  With ``lookup_first=True``
         (James's remedy) the lookup fails before the walk and nothing changes (EFAULT).
+
+        ``None`` disarms an injection not used yet.
         """
+        if point is None:
+            self._inject = None
+            return
         if point not in ("pagecache_vanish", "after_pte_alloc"):
             raise ValueError("unknown injection point %r; allowed: 'pagecache_vanish', "
                              "'after_pte_alloc'" % (point,))
@@ -248,7 +310,7 @@ class Machine:
     def _mm(self, proc) -> _MmState:
         if not isinstance(proc, Process) or proc._m is not self:
             raise TypeError("expected a Process of this machine, not %r" % (proc,))
-        st = self._mms[proc.pid]
+        st = _mm_state(self, proc.pid)
         if not st.alive:
             raise ProcessExited(errno.ESRCH, "ESRCH: process %d has exited" % proc.pid)
         return st
@@ -256,7 +318,7 @@ class Machine:
     def _file(self, f, *, must_be_open=True) -> _FileState:
         if not isinstance(f, File) or f._m is not self:
             raise TypeError("expected a File of this machine (from memfd_create), not %r" % (f,))
-        st = self._files[f.id]
+        st = _file_state(self, f.id)
         if must_be_open and not st.fd_open:
             raise syscall_error(errno.EBADF, "file %d (%s) is closed" % (f.id, st.name))
         return st
@@ -346,8 +408,4 @@ class Machine:
     meminfo = procfs.hugetlb_report_meminfo
     _pagemap = procfs.pagemap_read
     _smaps_hugetlb = procfs.smaps_hugetlb_range
-    state = checkpoint.machine_state
-    _check_snapshot = checkpoint.check_snapshot
-    snapshot = checkpoint.snapshot
-    restore = checkpoint.restore
-    state_digest = checkpoint.state_digest
+    state_digest = _checkpoint.state_digest

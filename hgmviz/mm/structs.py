@@ -5,9 +5,12 @@ include/uapi/asm-generic/mman-common.h (v6.2) and include/linux/userfaultfd_k.h.
 """
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..errors import ProcessExited, syscall_error
 
 __all__ = ["Process", "File", "Folio", "Vma", "PagemapEntry", "MachineState", "MmView",
            "FileView", "MADV_DONTNEED", "MADV_COLLAPSE", "MADV_SPLIT"]
@@ -22,6 +25,10 @@ UFFD_MISSING = 1   # VM_UFFD_MISSING
 UFFD_WP = 2        # VM_UFFD_WP
 UFFD_MINOR = 4     # VM_UFFD_MINOR
 _UFFD_MODES = {"missing": UFFD_MISSING, "wp": UFFD_WP, "minor": UFFD_MINOR}
+
+ULONG_LIMIT = 1 << 64          # unsigned long / size_t arguments are below this
+MAX_LFS_FILESIZE = (1 << 63) - 1   # include/linux/fs.h: hugetlbfs's s_maxbytes
+MFD_NAME_MAX_LEN = 249             # mm/memfd.c: NAME_MAX - strlen("memfd:")
 
 _PFN_BASE = 1 << 20           # simulated physical memory starts at 4 GiB (x86-64)
 
@@ -193,6 +200,28 @@ class Folio:
         return bool(self._m._folio_used[self.id])
 
 
+def _mm_state(m, pid) -> _MmState:
+    """The mm of process ``pid``; a handle naming no process of ``m`` (``Process(m, 999)``)
+    is ESRCH, not a KeyError."""
+    st = m._mms.get(pid) if isinstance(pid, int) else None
+    if st is None:
+        raise ProcessExited(errno.ESRCH, "ESRCH: no process %r on this machine; processes come "
+                            "from spawn() and fork() (pids %s)"
+                            % (pid, ", ".join(str(p) for p in sorted(m._mms)) or "none yet"))
+    return st
+
+
+def _file_state(m, fid) -> _FileState:
+    """The state of file ``fid``; a handle naming no file of ``m`` (``File(m, 99)``) is
+    EBADF, not a KeyError."""
+    st = m._files.get(fid) if isinstance(fid, int) else None
+    if st is None:
+        raise syscall_error(errno.EBADF, "no file %r on this machine; files come from "
+                            "memfd_create() (ids %s)"
+                            % (fid, ", ".join(str(f) for f in sorted(m._files)) or "none yet"))
+    return st
+
+
 class File:
     """A hugetlbfs file opened with ``memfd_create(MFD_HUGETLB)``."""
 
@@ -203,6 +232,8 @@ class File:
         self.id = fid
 
     def __repr__(self):
+        if self._m._files.get(self.id) is None:
+            return "<File %r: no such file>" % (self.id,)
         st = self._st
         return "<File %d %r %s size %s%s>" % (self.id, st.name, _fmt(self.hstate.size),
                                                _fmt(st.size) if st.size else "0",
@@ -210,7 +241,7 @@ class File:
 
     @property
     def _st(self) -> _FileState:
-        return self._m._files[self.id]
+        return _file_state(self._m, self.id)
 
     @property
     def hstate(self):
@@ -261,7 +292,9 @@ class Process:
         self.pid = pid
 
     def __repr__(self):
-        st = self._m._mms[self.pid]
+        st = self._m._mms.get(self.pid)
+        if st is None:
+            return "<Process %d: no such process>" % self.pid
         return "<Process %d%s, %d VMAs>" % (self.pid, "" if st.alive else " exited", len(st.vmas))
 
     def __eq__(self, other):
@@ -272,14 +305,14 @@ class Process:
 
     @property
     def alive(self) -> bool:
-        return self._m._mms[self.pid].alive
+        return _mm_state(self._m, self.pid).alive
 
     @property
     def vmas(self) -> tuple:
-        return tuple(self._m._mms[self.pid].vmas)
+        return tuple(_mm_state(self._m, self.pid).vmas)
 
     def find_vma(self, addr: int):
-        return self._m._find_vma(self._m._mms[self.pid], addr)
+        return self._m._find_vma(_mm_state(self._m, self.pid), addr)
 
     # syscalls -------------------------------------------------------------------------
     def mmap(self, file, length, offset=0, shared=True, addr=None, noreserve=False):
