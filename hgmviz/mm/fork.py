@@ -14,6 +14,8 @@ from .structs import UFFD_WP, Process, Vma, _MmState
 
 
 def mm_alloc(m) -> _MmState:
+    """``mm_alloc`` (kernel/fork.c, v6.2) + ``pgd_alloc``: a new ``mm_struct`` with an empty
+    PGD."""
     pt = m.pt
     pt.ensure_free_tables(1)
     pgd = core.table_alloc(pt.P, m.geometry.levels, -1)
@@ -25,6 +27,7 @@ def mm_alloc(m) -> _MmState:
 
 
 def spawn(m):
+    """A new process with an empty address space (``mm_alloc`` → ``pgd_alloc``)."""
     st = mm_alloc(m)
     m.call_path = ["mm_alloc", "pgd_alloc"]
     m._finish()

@@ -18,12 +18,15 @@ from .structs import (UFFD_MINOR, UFFD_MISSING, UFFD_WP, Vma, _FileState, _MmSta
 
 
 def free_folios(m, h) -> np.ndarray:
+    """The folios of hstate ``h`` on the free list (``h->hugepage_freelists``, mm/hugetlb.c
+    v6.2), lowest first."""
     lo = int(m._fl[3 + 4 * h.index])
     n = m._nr_hugepages[h.index]
     return lo + np.flatnonzero(m._folio_used[lo:lo + n] == 0)
 
 
 def free_huge_pages(m, h) -> int:
+    """``h->free_huge_pages`` (mm/hugetlb.c v6.2): how many hugepages of ``h`` are free."""
     return int(free_folios(m, h).size)
 
 
@@ -73,6 +76,8 @@ def hugetlb_reserve_pages(m, st: _FileState, frm: int, to: int):
 
 
 def hugetlb_unshare_pmds(m, mm, a, b):
+    """``hugetlb_unshare_pmds`` (mm/hugetlb.c v6.2): unshare every shared PMD page of the
+    PUD-aligned ranges around ``[a, b)`` (``huge_pmd_unshare`` for each)."""
     pud = m.geometry.level_size(3)
     a &= ~(pud - 1)
     b = (b + pud - 1) & ~(pud - 1)
@@ -122,6 +127,8 @@ def huge_pmd_share(m, mm: _MmState, vma: Vma, addr: int) -> int:
 
 
 def handle_mm_fault(m, proc, addr, write):
+    """``handle_mm_fault`` (mm/memory.c v6.2) for a touch at ``addr``: SIGSEGV outside any VMA,
+    else :func:`hugetlb_fault`."""
     mm = m._mm(proc)
     addr = _check_int("addr", addr)
     vma = m._find_vma(mm, addr)

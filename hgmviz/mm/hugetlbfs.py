@@ -10,19 +10,30 @@ import numpy as np
 
 from .. import core
 from ..errors import syscall_error
-from .structs import File, _FileState, _check_int, _fmt
+from .structs import MAX_LFS_FILESIZE, MFD_NAME_MAX_LEN, File, _FileState, _check_int, _fmt
 from . import hugetlb
 
 
 def memfd_create(m, size, hstate, name):
+    """``memfd_create(name, MFD_HUGETLB | MFD_HUGE_<size>)`` (mm/memfd.c v6.2) →
+    ``hugetlb_file_setup``, then ``ftruncate(size)`` → ``hugetlbfs_setattr``."""
     g = m.geometry
+    if not isinstance(name, str):
+        raise TypeError("memfd_create: name must be a str, not %r" % (name,))
+    if len(name.encode("utf-8", "surrogatepass")) > MFD_NAME_MAX_LEN:
+        raise syscall_error(errno.EINVAL, "memfd_create: the name may have at most %d bytes "
+                            "(MFD_NAME_MAX_LEN), not %d" % (MFD_NAME_MAX_LEN, len(name)))
     if hstate is None:
         hstate = g.hstates[0].size
+    hstate = _check_int("hstate", hstate, 1)
     try:
         h = g.hstate(hstate)
     except ValueError as e:
         raise syscall_error(errno.EINVAL, "memfd_create(MFD_HUGETLB): %s" % e) from None
     size = _check_int("size", size)
+    if size > MAX_LFS_FILESIZE:
+        raise syscall_error(errno.EFBIG, "ftruncate: size %#x is larger than a file may be "
+                            "(s_maxbytes, 2**63-1; inode_newsize_ok)" % size)
     if size & (h.size - 1):
         raise syscall_error(errno.EINVAL, "ftruncate: the size of a hugetlbfs file must be a "
                             "multiple of the hugepage size %s (hugetlbfs_setattr), not %d"
@@ -39,6 +50,8 @@ def memfd_create(m, size, hstate, name):
 
 
 def grow_file(m, st: _FileState, size: int):
+    """Extend ``i_size`` to ``size`` and the page cache / ``resv_map`` index space with it
+    (``hugetlbfs_fallocate`` and ``hugetlbfs_file_mmap``, fs/hugetlbfs/inode.c v6.2)."""
     h = m.geometry.hstates[st.hstate]
     n = (size + h.size - 1) >> h.shift
     if n > st.pc.size:
@@ -48,6 +61,9 @@ def grow_file(m, st: _FileState, size: int):
 
 
 def hugetlbfs_fallocate(m, f, offset, length):
+    """``hugetlbfs_fallocate`` (fs/hugetlbfs/inode.c v6.2) after ``vfs_fallocate``'s checks:
+    allocate and add to the page cache every missing hugepage of the range (ENOSPC when the
+    pool runs out; the simulator then keeps nothing)."""
     st = m._file(f)
     h = m.geometry.hstates[st.hstate]
     offset = _check_int("offset", offset, -(1 << 62))
@@ -55,6 +71,9 @@ def hugetlbfs_fallocate(m, f, offset, length):
     if offset < 0 or length <= 0:
         raise syscall_error(errno.EINVAL, "fallocate: offset must be >= 0 and length > 0 "
                             "(vfs_fallocate), not offset %d length %d" % (offset, length))
+    if offset + length > MAX_LFS_FILESIZE:
+        raise syscall_error(errno.EFBIG, "fallocate: offset + length %#x is larger than a file "
+                            "may be (s_maxbytes, 2**63-1; vfs_fallocate)" % (offset + length))
     start = offset >> h.shift
     end = (offset + length + h.size - 1) >> h.shift
     grow_file(m, st, offset + length)   # i_size = offset + len, not rounded
@@ -71,6 +90,8 @@ def hugetlbfs_fallocate(m, f, offset, length):
 
 
 def close_fd(m, f):
+    """``close(fd)`` → ``fput``: the file goes when its last reference does
+    (:func:`hugetlbfs_evict_inode`)."""
     st = m._file(f)
     st.fd_open = False
     m.call_path = ["close", "fput"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import errno
 from dataclasses import replace
 
+import numpy as np
+
 from .. import core
 from ..errors import StateKept, syscall_error
 from .structs import MADV_COLLAPSE, MADV_DONTNEED, MADV_SPLIT, _ADVICE, _fmt
@@ -14,7 +16,14 @@ from . import hugetlb, mmap
 
 
 def do_madvise(m, proc, addr, length, advice):
+    """``do_madvise`` (mm/madvise.c v6.2): ``madvise_behavior_valid``, the range checks
+    (:func:`~hgmviz.mm.mmap.check_page_range`: a range wrapping past 2**64 is EINVAL and
+    changes nothing), then ``madvise_walk_vmas`` over the VMAs of the range."""
     mm = m._mm(proc)
+    if isinstance(advice, bool) or not isinstance(advice, (int, np.integer)):
+        raise TypeError("madvise: advice must be an int (hv.MADV_DONTNEED, hv.MADV_COLLAPSE, "
+                        "hv.MADV_SPLIT), not %r" % (advice,))
+    advice = int(advice)
     if advice not in _ADVICE:
         raise syscall_error(errno.EINVAL, "madvise: unknown advice %r; modelled: %s" % (
             advice, ", ".join("%s (%d)" % (n, a) for a, n in _ADVICE.items())))

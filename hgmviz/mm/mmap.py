@@ -8,7 +8,7 @@ from dataclasses import replace
 
 from .. import core
 from ..errors import Unsupported, syscall_error
-from .structs import Vma, _MmState, _check_int, _fmt
+from .structs import MAX_LFS_FILESIZE, ULONG_LIMIT, Vma, _MmState, _check_int, _fmt
 from . import hugetlb, hugetlbfs
 from .._jit import njit
 
@@ -29,6 +29,9 @@ def hugetlb_get_unmapped_area(m, mm: _MmState, length: int, align: int) -> int:
 
 
 def do_mmap(m, proc, f, length, offset, shared, addr, noreserve):
+    """``do_mmap`` (mm/mmap.c v6.2) → ``hugetlbfs_file_mmap`` (fs/hugetlbfs/inode.c): the checks,
+    ``hugetlb_get_unmapped_area`` or MAP_FIXED (which unmaps what was there),
+    ``hugetlb_reserve_pages`` unless MAP_NORESERVE, and the new VMA."""
     mm = m._mm(proc)
     st = m._file(f)
     h = m.geometry.hstates[st.hstate]
@@ -41,6 +44,16 @@ def do_mmap(m, proc, f, length, offset, shared, addr, noreserve):
                           "concern MAP_SHARED; use shared=True")
     if length == 0:
         raise syscall_error(errno.EINVAL, "mmap: length must be > 0")
+    if length > m.geometry.TASK_SIZE:
+        # do_mmap: PAGE_ALIGN(len) == 0 -> ENOMEM; get_unmapped_area: len > TASK_SIZE -> ENOMEM
+        raise syscall_error(errno.ENOMEM, "mmap: length %#x is larger than the user address "
+                            "space (%#x)" % (length, m.geometry.TASK_SIZE))
+    if offset > MAX_LFS_FILESIZE or offset + length > MAX_LFS_FILESIZE:
+        # hugetlbfs_file_mmap (fs/hugetlbfs/inode.c v6.2): vm_pgoff & PGOFF_LOFFT_MAX, and
+        # "len = vma_len + (vm_pgoff << PAGE_SHIFT); if (len < vma_len) return -EINVAL"
+        raise syscall_error(errno.EINVAL, "mmap: offset %#x + length %#x overflows a file "
+                            "offset (loff_t, at most 2**63-1; hugetlbfs_file_mmap)"
+                            % (offset, length))
     if offset & (h.size - 1):
         raise syscall_error(errno.EINVAL, "mmap: the offset of a hugetlbfs mapping must be a "
                             "multiple of the hugepage size %s (hugetlbfs_file_mmap), not %#x"
@@ -75,12 +88,27 @@ def do_mmap(m, proc, f, length, offset, shared, addr, noreserve):
 
 
 def check_page_range(m, what, addr, length, task_size=True):
+    """The range checks every (addr, len) syscall makes before it touches anything: ``addr``
+    page aligned, ``len`` an ``size_t`` whose ``PAGE_ALIGN`` does not wrap, and ``addr + len``
+    not wrapping past 2**64 (``do_madvise``, mm/madvise.c v6.2: ``len = PAGE_ALIGN(len_in);
+    if (len_in && !len) return -EINVAL; end = start + len; if (end < start) return -EINVAL``;
+    ``validate_range`` in mm/userfaultfd.c alike) — all EINVAL; then, unless ``task_size`` is
+    False, the range must end inside the user address space (EINVAL)."""
     addr = _check_int("addr", addr)
     length = _check_int("length", length)
     ps = m.geometry.PAGE_SIZE
+    if addr >= ULONG_LIMIT or length >= ULONG_LIMIT:
+        raise syscall_error(errno.EINVAL, "%s: addr and length are unsigned long / size_t: "
+                            "they must be below 2**64, not addr %#x length %#x"
+                            % (what, addr, length))
     if addr & (ps - 1):
         raise syscall_error(errno.EINVAL, "%s: addr %#x is not page aligned" % (what, addr))
-    end = addr + ((length + ps - 1) & ~(ps - 1))
+    aligned = (length + ps - 1) & ~(ps - 1)
+    end = addr + aligned
+    if aligned >= ULONG_LIMIT or end >= ULONG_LIMIT:
+        raise syscall_error(errno.EINVAL, "%s: %#x + length %#x wraps past 2**64 (the kernel "
+                            "checks end < start and answers EINVAL, changing nothing)"
+                            % (what, addr, length))
     if task_size and end > m.geometry.TASK_SIZE:
         raise syscall_error(errno.EINVAL, "%s: %#x-%#x is outside the user address space"
                             % (what, addr, end))
@@ -144,6 +172,7 @@ def do_vmi_munmap(m, mm, start, end):
 
 
 def munmap(m, proc, addr, length):
+    """``munmap`` → ``do_vmi_munmap`` (mm/mmap.c v6.2)."""
     mm = m._mm(proc)
     addr, length, end = check_page_range(m, "munmap", addr, length)
     if length == 0:
@@ -155,6 +184,8 @@ def munmap(m, proc, addr, length):
 
 
 def exit_mmap(m, proc):
+    """``do_exit`` → ``exit_mmap`` (mm/mmap.c v6.2): ``unmap_vmas``, ``free_pgtables``, the VMAs
+    drop their files, then ``pgd_free``."""
     mm = m._mm(proc)
     m.call_path = ["do_exit", "exit_mmap", "unmap_vmas", "__unmap_hugepage_range",
                       "free_pgtables"]

@@ -10,11 +10,12 @@ import numpy as np
 
 from .. import core
 from ..errors import PartialProgress, StateKept, syscall_error
-from .structs import MADV_SPLIT, UFFD_MINOR, UFFD_WP, _UFFD_MODES, _check_int, _fmt
+from .structs import UFFD_MINOR, UFFD_WP, ULONG_LIMIT, _UFFD_MODES, _check_int, _fmt
 from . import hugetlb, mmap
 
 
 def parse_modes(m, mode):
+    """The ``UFFDIO_REGISTER_MODE_*`` bits of ``mode`` (fs/userfaultfd.c v6.2)."""
     if isinstance(mode, str):
         parts = [p.strip() for p in mode.split("|")]
     elif isinstance(mode, (tuple, list, set, frozenset)):
@@ -196,6 +197,8 @@ def mfill_atomic_hugetlb(m, mm, vma, h, addr, end, mode, piece_shift):
 
 
 def continue_result(mapped, cause):
+    """What ``UFFDIO_CONTINUE`` returns: the bytes mapped; EAGAIN with ``mapped`` after
+    partial progress (:class:`~hgmviz.errors.PartialProgress`); the error otherwise."""
     if cause is None:
         return mapped
     if mapped:
@@ -204,15 +207,25 @@ def continue_result(mapped, cause):
 
 
 def uffdio_continue(m, proc, addr, length):
+    """``userfaultfd_continue`` (fs/userfaultfd.c v6.2) → ``mfill_atomic_hugetlb`` in
+    MFILL_LARGEST mode (HGM v2: the largest aligned pieces)."""
     mm = m._mm(proc)
     vma, h, addr, end = continue_target(m, "UFFDIO_CONTINUE", mm, addr, length)
     return continue_result(*mfill_atomic_hugetlb(m, mm, vma, h, addr, end, core.MODE_LARGEST, 0))
 
 
 def uffdio_continue_batch(m, proc, addr, length, piece):
+    """``for a in range(addr, addr + length, piece): UFFDIO_CONTINUE(a, piece)`` stopping at
+    the first failure (each call as :func:`uffdio_continue`), in as few core calls as the
+    VMAs allow.  ``addr``, ``length`` and ``piece`` are checked first (ints; the range below
+    2**64, as ``validate_range`` in mm/userfaultfd.c v6.2 requires of each call)."""
     mm = m._mm(proc)
+    addr = _check_int("addr", addr)
     piece = _check_int("piece", piece, 1)
     length = _check_int("length", length, 1)
+    if addr >= ULONG_LIMIT or length >= ULONG_LIMIT or addr + length >= ULONG_LIMIT:
+        raise syscall_error(errno.EINVAL, "UFFDIO_CONTINUE: %#x + length %#x wraps past 2**64 "
+                            "(validate_range: EINVAL)" % (addr, length))
     g = m.geometry
     allowed = [g.level_size(l) for l in range(1, g.levels)]
     if piece not in allowed:
