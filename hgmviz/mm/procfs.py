@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import core
-from .structs import Folio, PagemapEntry, Process, _check_int
+from .structs import _mm_state, Folio, PagemapEntry, Process, _check_int
 from . import hugetlb
 
 
@@ -24,9 +24,11 @@ def hugetlb_report_meminfo(m) -> dict:
 
 
 def pagemap_read(m, proc, addr):
+    """``/proc/pid/pagemap`` for the page at ``addr`` (``pagemap_hugetlb_range``,
+    fs/proc/task_mmu.c v6.2; HGM: the leaf of any size): None if not present."""
     if not isinstance(proc, Process) or proc._m is not m:
         raise TypeError("expected a Process of this machine, not %r" % (proc,))
-    mm = m._mms[proc.pid]
+    mm = _mm_state(m, proc.pid)
     addr = _check_int("addr", addr)
     if not mm.alive or addr >= m.geometry.TASK_SIZE:
         return None
@@ -41,14 +43,23 @@ def pagemap_read(m, proc, addr):
 
 
 def smaps_hugetlb_range(m, proc, addr):
+    """The hugetlb lines of ``/proc/pid/smaps`` for the VMA holding ``addr``:
+    ``smaps_hugetlb_range`` (fs/proc/task_mmu.c) as HGM v1 21/46 changed it — once per leaf
+    of any size, shared if the leaf's first page has ``page_mapcount() >= 2``."""
     mm = m._mm(proc)
     vma = m._find_vma(mm, _check_int("addr", addr))
     if vma is None:
         raise ValueError("no VMA at %#x" % addr)
-    n = max(16, (vma.end - vma.start) >> m.geometry.page_shift)
-    oa, osh, op, ot = (np.zeros(n, np.int64) for _ in range(4))
+    # the output grows with the leaves present (doubling), not with the VMA's size
+    n = max(16, min(4096, (vma.end - vma.start) >> m.geometry.page_shift))
     seen = np.zeros(m.pt.capacity, np.int32)
-    k = core.collect_leaves(m.pt.P, m._g, mm.pgd, vma.start, vma.end, seen, 1, oa, osh, op, ot)
+    while True:
+        oa, osh, op, ot = (np.zeros(n, np.int64) for _ in range(4))
+        k = core.collect_leaves(m.pt.P, m._g, mm.pgd, vma.start, vma.end, seen, 1, oa, osh,
+                                op, ot)
+        if k >= 0:
+            break
+        n *= 2
     shared = private = 0
     for j in range(k):
         pfn = int(op[j])
