@@ -51,7 +51,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-import numpy as np
 
 from .comparison import watched_counters
 from .mm import Machine
