@@ -276,8 +276,11 @@ def state_digest(m) -> str:
         st = m._files[fid]
         hsh.update(repr((st.id, st.name, st.hstate, st.size, st.fd_open, st.nr_vmas,
                          st.released)).encode())
-        hsh.update(st.pc.tobytes())
-        hsh.update(st.resv.tobytes())
+        # the page cache and resv_map by content, not by how far their arrays reach
+        for a in (st.pc, st.resv):
+            nz = np.flatnonzero(a != (-1 if a is st.pc else 0))
+            hsh.update(nz.tobytes())
+            hsh.update(a[nz].tobytes())
     for pid in sorted(m._mms):
         st = m._mms[pid]
         hsh.update(repr((st.pid, st.pgd, st.alive, st.vmas)).encode())

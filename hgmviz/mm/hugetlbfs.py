@@ -40,24 +40,41 @@ def memfd_create(m, size, hstate, name):
                             % (_fmt(h.size), size))
     fid = m._next_file
     m._next_file += 1
-    n = size >> h.shift
-    m._files[fid] = _FileState(fid, str(name), h.index, size, np.full(n, -1, np.int32),
-                                  np.zeros(n, np.int8))
+    # the page cache and resv_map start empty: they grow with what is mapped or allocated
+    # (ensure_extent), not with i_size, so a large file costs nothing until it is used
+    m._files[fid] = _FileState(fid, name, h.index, size, np.full(0, -1, np.int32),
+                               np.zeros(0, np.int8))
     m._file_handles[fid] = File(m, fid)
     m.call_path = ["memfd_create", "hugetlb_file_setup", "hugetlbfs_setattr"]
     m._finish()
     return m._file_handles[fid]
 
 
+#: The simulator holds a file's page cache and ``resv_map`` as arrays over hugepage indices
+#: 0 .. the highest index mapped or allocated; beyond this many it refuses (ENOMEM) rather
+#: than allocate in proportion to a file offset (8 TiB of 2 MiB hugepages, 4 PiB of 1 GiB).
+MAX_FILE_INDEX = 1 << 22
+
+
 def grow_file(m, st: _FileState, size: int):
-    """Extend ``i_size`` to ``size`` and the page cache / ``resv_map`` index space with it
-    (``hugetlbfs_fallocate`` and ``hugetlbfs_file_mmap``, fs/hugetlbfs/inode.c v6.2)."""
-    h = m.geometry.hstates[st.hstate]
-    n = (size + h.size - 1) >> h.shift
+    """Extend ``i_size`` to ``size`` (``hugetlbfs_fallocate`` and ``hugetlbfs_file_mmap``,
+    fs/hugetlbfs/inode.c v6.2).  The page cache is not touched: see :func:`ensure_extent`."""
+    st.size = max(st.size, size)
+
+
+def ensure_extent(m, st: _FileState, n: int, what: str):
+    """Make the page cache and ``resv_map`` arrays cover hugepage indices ``[0, n)``, the
+    range a mapping or an allocation is about to use; more than :data:`MAX_FILE_INDEX` is
+    ENOMEM (a limit of the simulator, said so), before anything is allocated."""
+    if n > MAX_FILE_INDEX:
+        h = m.geometry.hstates[st.hstate]
+        raise syscall_error(errno.ENOMEM, "%s: the simulator holds a file's page cache for "
+                            "offsets below %s (%d hugepages of %s); this reaches hugepage %d"
+                            % (what, _fmt(MAX_FILE_INDEX << h.shift), MAX_FILE_INDEX,
+                               _fmt(h.size), n - 1))
     if n > st.pc.size:
         st.pc = np.concatenate([st.pc, np.full(n - st.pc.size, -1, np.int32)])
         st.resv = np.concatenate([st.resv, np.zeros(n - st.resv.size, np.int8)])
-    st.size = max(st.size, size)
 
 
 def hugetlbfs_fallocate(m, f, offset, length):
@@ -76,6 +93,20 @@ def hugetlbfs_fallocate(m, f, offset, length):
                             "may be (s_maxbytes, 2**63-1; vfs_fallocate)" % (offset + length))
     start = offset >> h.shift
     end = (offset + length + h.size - 1) >> h.shift
+    # what the loop below would find, counted first: a range the pool cannot fill is ENOSPC
+    # at once, whatever its size (reserved indices take their reservation; the others need
+    # free - reserved > 0, as alloc_hugetlb_folio checks)
+    top = min(end, st.pc.size)
+    have = st.pc[start:top] >= 0 if start < top else np.zeros(0, bool)
+    reserved = int(np.count_nonzero(~have & (st.resv[start:top] == 1))) if start < top else 0
+    unreserved = (end - start) - int(np.count_nonzero(have)) - reserved
+    avail = hugetlb.free_huge_pages(m, h) - m._resv[h.index]
+    if unreserved > avail:
+        raise syscall_error(errno.ENOSPC, "fallocate: %d %s hugepage(s) needed, HugePages_Free "
+                            "%d, HugePages_Rsvd %d (alloc_hugetlb_folio)"
+                            % (unreserved + reserved, _fmt(h.size),
+                               hugetlb.free_huge_pages(m, h), m._resv[h.index]))
+    ensure_extent(m, st, end, "fallocate")
     grow_file(m, st, offset + length)   # i_size = offset + len, not rounded
     m.call_path = ["fallocate", "hugetlbfs_fallocate"]
     for idx in range(start, end):

@@ -59,6 +59,8 @@ def do_mmap(m, proc, f, length, offset, shared, addr, noreserve):
                             "multiple of the hugepage size %s (hugetlbfs_file_mmap), not %#x"
                             % (_fmt(h.size), offset))
     length = (length + h.size - 1) & ~(h.size - 1)    # ksys_mmap_pgoff: ALIGN(len, huge)
+    if (offset + length) >> h.shift > hugetlbfs.MAX_FILE_INDEX:
+        hugetlbfs.ensure_extent(m, st, (offset + length) >> h.shift, "mmap")   # ENOMEM
     if addr is None:
         start = hugetlb_get_unmapped_area(m, mm, length, h.size)
     else:
@@ -76,6 +78,7 @@ def do_mmap(m, proc, f, length, offset, shared, addr, noreserve):
     first = offset >> h.shift
     n = length >> h.shift
     hugetlbfs.grow_file(m, st, offset + length)   # hugetlbfs_file_mmap extends i_size (VM_WRITE)
+    hugetlbfs.ensure_extent(m, st, first + n, "mmap")
     m.call_path = ["do_mmap", "hugetlbfs_file_mmap"]
     if not noreserve:
         hugetlb.hugetlb_reserve_pages(m, st, first, first + n)
