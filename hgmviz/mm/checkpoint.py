@@ -166,11 +166,11 @@ def put_back(m, ck: Checkpoint, copy: bool = True):
 def check(m, ck, what: str = "checkpoint"):
     """Raise unless ``ck`` is a full checkpoint that fits ``m`` (nothing is changed)."""
     if not isinstance(ck, Checkpoint) or ck.tables is None:
-        raise TypeError("%s must be a checkpoint of this machine (m.checkpoint() or "
-                        "m.snapshot()), not %r" % (what, type(ck).__name__))
+        raise TypeError("%s must be a snapshot of this machine (a Checkpoint from "
+                        "m.checkpoint() or m.snapshot()), not %r" % (what, type(ck).__name__))
     if ck.config != config_of(m):
         raise CheckpointMismatch(
-            "%s is a checkpoint of another machine (its geometry, folio pool, scheme or table "
+            "%s is a snapshot of another machine (its geometry, folio pool, scheme or table "
             "width differs); take it with m.checkpoint() on this machine" % what)
 
 
