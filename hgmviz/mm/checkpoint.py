@@ -122,7 +122,8 @@ def _copy_files(files: dict) -> dict:
 
 
 def _copy_mms(mms: dict) -> dict:
-    return {k: _MmState(v.pid, v.pgd, list(v.vmas), v.alive) for k, v in mms.items()}
+    # the VMA lists are shared: the mm layer replaces an mm's list, never changes it in place
+    return {k: _MmState(v.pid, v.pgd, v.vmas, v.alive) for k, v in mms.items()}
 
 
 def capture(m, tables: bool = True) -> Checkpoint:
