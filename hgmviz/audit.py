@@ -79,8 +79,10 @@ def present_leaves(m) -> list:
             continue
         for v in mm.vmas:
             walker += 1          # each VMA walks on its own: a PMD page shared between two
-            n = (v.end - v.start) >> m.geometry.page_shift   # VMAs, even of one process,
-            cap = max(16, n)                                 # is counted once
+            # VMAs, even of one process, is counted once.  The output grows with the leaves
+            # present (doubling), not with the VMA's size: a huge VMA mapping little is cheap
+            n = (v.end - v.start) >> m.geometry.page_shift
+            cap = max(16, min(n, 4096))
             while True:
                 oa = np.zeros(cap, np.int64)
                 osh = np.zeros(cap, np.int64)
@@ -128,6 +130,38 @@ def _leaves(m, leaves) -> list:
     return problems
 
 
+def hstate_entries(m, pgd, start, end, level) -> list:
+    """``[(addr, table, index, value)]`` for every non-none entry at ``level`` under
+    ``[start, end)`` (hugepage aligned) of the tree at ``pgd`` — what
+    ``hugetlb_full_walk(addr, level)`` finds at each hugepage of the range, found by descending
+    only into tables that exist, so the cost follows the page tables present, not the range."""
+    g = m.geometry
+    ent = m.pt.ent
+    bits = g.bits_per_level
+    out = []
+
+    def walk(t, lvl, base):
+        sh = g.level_shift(lvl)
+        lo = max(start, base)
+        hi = min(end, base + (1 << (sh + bits)))
+        if lo >= hi:
+            return
+        i0 = (lo - base) >> sh
+        i1 = ((hi - base) + (1 << sh) - 1) >> sh
+        row = ent[t, i0:i1]
+        for k in np.flatnonzero(row):
+            i = i0 + int(k)
+            val = int(row[k])
+            a = base + (i << sh)
+            if lvl == level:
+                out.append((a, t, i, val))
+            elif not val & 1:           # a leaf above the level maps no entry at it
+                walk(val >> 1, lvl - 1, a)
+
+    walk(pgd, g.levels, 0)
+    return out
+
+
 def replay_events(m, leaves=None) -> dict:
     """The events that rebuild every counter from scratch: page cache, then present leaves
     (``leaves``: :func:`present_leaves`, walked here if not given), then present
@@ -163,13 +197,7 @@ def replay_events(m, leaves=None) -> dict:
             f = int(core.pfn_to_folio(m._fl, pfn))
             add(core.EV_SET, mm.pid, int(oa[j]), int(osh[j]), 1, pfn, f)
         # hstate-level entries present (as leaf or as table)
-        for a in range(v.start, v.end, 1 << h.shift):
-            t, i, lvl = core.hugetlb_full_walk(pt.P, m._g, mm.pgd, a, h.level)
-            if lvl != h.level:
-                continue
-            val = int(pt.ent[t, i])
-            if val == 0:
-                continue
+        for a, t, i, val in hstate_entries(m, mm.pgd, v.start, v.end, h.level):
             if val & 1:
                 f = int(core.pfn_to_folio(m._fl, val >> 1))
             else:

@@ -17,13 +17,14 @@ import time
 import numpy as np
 
 from .core.memory import NotEnoughMemory, current_rss, pool_table_bytes, require_memory
+from .errors import PartialProgress
 
 GIB = 1 << 30
 PAGE = 4096
 
 
 def _hgm_machine():
-    import hgmviz as hv
+    from . import mm as hv
     m = hv.Machine(nr_hugepages={GIB: 1}, scheme="per_piece", kernel="6.2")
     f = m.memfd_create(size=GIB, hstate=GIB)
     p = m.spawn()
@@ -119,7 +120,7 @@ def scale_run(guard: str = "int_max_half", kernel: str = "6.2", procs: int = 64,
     import resource
     import warnings
 
-    import hgmviz as hv
+    from . import mm as hv
     tables = scale_run_tables(guard, kernel)
     require_memory(tables * pool_table_bytes(512), "the scale run to the %s guard (%s page-table "
                    "pages of 2 KiB)" % (guard, format(tables, ",")))
@@ -146,7 +147,7 @@ def scale_run(guard: str = "int_max_half", kernel: str = "6.2", procs: int = 64,
                     full += 1
                     if guard is None and folio.wrapped:
                         outcome = "wrapped"
-                except hv.PartialProgress as e:
+                except PartialProgress as e:
                     extra = e.mapped // PAGE
                     outcome = "refused"
                 except OSError:
@@ -207,7 +208,7 @@ def bench_scale(quick: bool):
 
 def collapse_time(scheme: str, repeats: int = 3) -> float:
     """Seconds for MADV_COLLAPSE of a 1 GiB folio fully mapped at 4 KiB (best of repeats)."""
-    import hgmviz as hv
+    from . import mm as hv
     m = hv.Machine(nr_hugepages={GIB: 1}, scheme=scheme)
     f = m.memfd_create(size=GIB, hstate=GIB)
     f.fallocate(0, GIB)

@@ -51,7 +51,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-import numpy as np
 
 from .comparison import watched_counters
 from .mm import Machine
@@ -150,119 +149,55 @@ class SessionEvent:
 
 
 # =========================================================================================
-# Checkpoints: the state of one machine, copying only the page tables in use
+# Checkpoints: the machine's own (hgmviz.mm.checkpoint); the old names stay as aliases
 # =========================================================================================
-# Why not Machine.snapshot(): it copies the pool's whole capacity (ent is capacity x 512
-# int32), which after a large run (or pt.reserve_tables) is far bigger than what is in use.
-# Unused page-table pages are all-zero (table_free takes an empty, unshared page), so the
-# used rows, the free stack and the capacity determine the pool.  The Python half and the
-# counters are saved exactly as Machine.snapshot() saves them.
-
-def _nbytes(x) -> int:
-    if isinstance(x, np.ndarray):
-        return x.nbytes
-    if isinstance(x, dict):
-        return sum(_nbytes(v) for v in x.values()) + 64 * len(x)
-    if isinstance(x, (list, tuple)):
-        return sum(_nbytes(v) for v in x) + 8 * len(x)
-    return 64
+def machine_checkpoint(m: Machine):
+    """``m.checkpoint()`` (the older name)."""
+    return m.checkpoint()
 
 
-def _stack_run(fstack, cap: int) -> int:
-    """How many entries at the bottom of the free stack are the untouched run
-    ``cap-1, cap-2, ...`` (pages never used since the pool grew): stored as a count."""
-    n = fstack.size
-    if n == 0:
-        return 0
-    mism = np.flatnonzero(fstack != np.arange(cap - 1, cap - 1 - n, -1, dtype=fstack.dtype))
-    return int(mism[0]) if mism.size else n
+def machine_restore(m: Machine, ckpt) -> None:
+    """``m.restore(ckpt)`` (the older name)."""
+    m.restore(ckpt)
 
 
-def machine_checkpoint(m: Machine) -> dict:
-    """A snapshot of ``m`` that copies only the page-table pages in use (and the part of the
-    free stack that is not the run of never-used pages)."""
-    pt = m.pt
-    used = np.flatnonzero(pt.tlevel)
-    cap = pt.capacity
-    fs = pt.fstack[:pt.nr_free]
-    run = _stack_run(fs, cap)
-    tables = {"capacity": cap, "used": used, "ent": pt.ent[used],
-              "tlevel": pt.tlevel[used], "tcount": pt.tcount[used], "tshare": pt.tshare[used],
-              "tfolio": pt.tfolio[used], "stack_run": run, "fstack": fs[run:].copy()}
-    snap = {"tables": tables, "scheme": m.scheme.snapshot(), "py": m._save(),
-            "version": m.version, "warned": m._warned_sign,
-            "inject": getattr(m, "_inject", None)}
-    snap["nbytes"] = _nbytes(tables) + _nbytes(snap["scheme"]) + _nbytes(list(snap["py"][:5]))
-    return snap
+def checkpoint_as_snapshot(m: Machine, ckpt):
+    """A checkpoint is what the renderer's ``before`` takes: returns ``ckpt`` (the older
+    name of a conversion that is no longer needed)."""
+    return ckpt
 
 
-def _full_stack(t: dict, cap: int, dtype) -> np.ndarray:
-    """The free stack of checkpoint ``t`` in a pool of capacity ``cap`` >= its own: pages
-    added by growth lie under the stack, as ``PageTablePool.grow_tables`` puts them."""
-    low = t["capacity"] - t["stack_run"]         # the run is cap0-1 .. low
-    return np.concatenate([np.arange(cap - 1, low - 1, -1, dtype=dtype),
-                           t["fstack"].astype(dtype, copy=False)])
+class _CheckpointStore(dict):
+    """``{position: checkpoint}`` that keeps :meth:`nbytes` (one checkpoint shared by several
+    positions counts once) up to date as entries come and go, so the session's budget
+    check costs O(1), not a sum over every checkpoint on every step."""
 
+    def __init__(self):
+        super().__init__()
+        self._refs = {}
+        self._nbytes = 0
 
-def machine_restore(m: Machine, snap: dict):
-    """Put ``m`` back exactly as it was at :func:`machine_checkpoint` (page tables in place:
-    rows in use now are cleared, the snapshot's rows written back; a pool that grew since
-    keeps its capacity, the new pages under the free stack as growth puts them)."""
-    pt = m.pt
-    t = snap["tables"]
-    cap0 = t["capacity"]
-    if pt.capacity < cap0:
-        pt.grow_tables(cap0 - pt.capacity)
-    cur = np.flatnonzero(pt.tlevel)
-    pt.ent[cur] = 0
-    pt.tlevel[cur] = 0
-    pt.tcount[cur] = 0
-    pt.tshare[cur] = 0
-    pt.tfolio[cur] = -1
-    u = t["used"]
-    pt.ent[u] = t["ent"]
-    pt.tlevel[u] = t["tlevel"]
-    pt.tcount[u] = t["tcount"]
-    pt.tshare[u] = t["tshare"]
-    pt.tfolio[u] = t["tfolio"]
-    stack = _full_stack(t, pt.capacity, pt.fstack.dtype)
-    pt.fstack[:stack.size] = stack
-    pt.state_arrays()["nfree"][0] = stack.size     # a view of meta[M_NFREE]
-    m.scheme.restore(snap["scheme"])
-    m._restore(snap["py"])
-    m._restore(m._save())                           # own copies: the checkpoint stays intact
-    m.version = snap["version"]
-    m._warned_sign = snap["warned"]
-    if hasattr(m, "_inject"):
-        m._inject = snap["inject"]
-    if getattr(m, "_in_op", False):                 # interrupted inside an operation
-        m._in_op = False
+    def __setitem__(self, key, ck):
+        if key in self:
+            del self[key]
+        super().__setitem__(key, ck)
+        n = self._refs.get(id(ck), 0)
+        if n == 0:
+            self._nbytes += ck["nbytes"]
+        self._refs[id(ck)] = n + 1
 
+    def __delitem__(self, key):
+        ck = self[key]
+        super().__delitem__(key)
+        n = self._refs[id(ck)] - 1
+        if n == 0:
+            del self._refs[id(ck)]
+            self._nbytes -= ck["nbytes"]
+        else:
+            self._refs[id(ck)] = n
 
-def checkpoint_as_snapshot(m: Machine, snap: dict) -> dict:
-    """A checkpoint in the format of ``m.snapshot()`` (what the renderer's ``before`` takes);
-    the pool arrays are allocated at the checkpoint's capacity (zeroed lazily by the OS)."""
-    t = snap["tables"]
-    cap, u = t["capacity"], t["used"]
-    ent = np.zeros((cap, m.pt.ptrs), dtype=m.pt.ent.dtype)
-    ent[u] = t["ent"]
-
-    def col(name, fill, dtype):
-        a = np.full(cap, fill, dtype=dtype)
-        a[u] = t[name]
-        return a
-
-    stack = _full_stack(t, cap, m.pt.fstack.dtype)
-    nfree = stack.size
-    fstack = np.zeros(cap, dtype=m.pt.fstack.dtype)
-    fstack[:nfree] = stack
-    pt = {"ent": ent, "tlevel": col("tlevel", 0, m.pt.tlevel.dtype),
-          "tcount": col("tcount", 0, m.pt.tcount.dtype),
-          "tshare": col("tshare", 0, m.pt.tshare.dtype),
-          "tfolio": col("tfolio", -1, m.pt.tfolio.dtype), "fstack": fstack,
-          "nfree": np.array([nfree], dtype=np.int64)}
-    return {"pt": pt, "scheme": snap["scheme"], "py": snap["py"], "version": snap["version"],
-            "warned": snap["warned"]}
+    def nbytes(self) -> int:
+        return self._nbytes
 
 
 def _kind(out: Outcome, changed: bool) -> str:
@@ -340,7 +275,7 @@ class Session:
         self._version = 0
         self._subscribers: list = []
         self._notifying = False
-        self._ckpt: dict = {}
+        self._ckpt = _CheckpointStore()
         self.stats = {"checkpoints_taken": 0, "replayed_steps": 0, "checkpoint_seconds": 0.0,
                       "restore_seconds": 0.0}
         self._store_checkpoint(0)
@@ -408,7 +343,7 @@ class Session:
             m, w = self.machines[s], self.worlds[s]
             h.update(s.encode())
             h.update(m.state_digest().encode())
-            h.update(repr((getattr(m, "_inject", None), m._warned_sign)).encode())
+            h.update(repr((m.armed_injection, m.warned_sign)).encode())
             h.update(repr((sorted((k, p.pid) for k, p in w.procs.items()),
                            sorted((k, f.id) for k, f in w.files.items()),
                            sorted(w.addrs.items()))).encode())
@@ -422,8 +357,8 @@ class Session:
                                 pages)
 
     def before(self, scheme: Optional[str] = None) -> Optional[dict]:
-        """The state before the last step in ``m.snapshot()`` format (the renderer's
-        ``before``), or None at the start."""
+        """The machine's checkpoint of the state before the last step (the renderer's
+        ``before``; ``m.state(before)`` reads it), or None at the start."""
         if self._pos == 0:
             return None
         s = scheme or self.schemes[0]
@@ -431,7 +366,7 @@ class Session:
             raise ValueError("no scheme %r in this session; schemes: %s"
                              % (s, ", ".join(self.schemes)))
         self._ensure_prev()
-        return checkpoint_as_snapshot(self.machines[s], self._ckpt[self._pos - 1]["machines"][s])
+        return self._ckpt[self._pos - 1]["machines"][s]
 
     # ---- subscribers -------------------------------------------------------------------
     def subscribe(self, callback: Callable[[SessionEvent], None]) -> Callable[[], None]:
@@ -472,11 +407,11 @@ class Session:
     # ---- checkpoints -------------------------------------------------------------------
     def _take(self) -> dict:
         t = time.perf_counter()
-        ms = {s: machine_checkpoint(m) for s, m in self.machines.items()}
+        ms = {s: m.checkpoint() for s, m in self.machines.items()}
         ck = {"machines": ms,
               "labels": {s: (dict(w.procs), dict(w.files), dict(w.addrs))
                          for s, w in self.worlds.items()},
-              "nbytes": sum(c["nbytes"] for c in ms.values())}
+              "nbytes": sum(c.nbytes for c in ms.values())}
         self.stats["checkpoints_taken"] += 1
         self.stats["checkpoint_seconds"] += time.perf_counter() - t
         return ck
@@ -488,9 +423,21 @@ class Session:
     def _protected(self) -> set:
         return {0, self._pos, self._pos - 1}
 
+    @property
+    def checkpoint_positions(self) -> tuple:
+        """The history positions that have a checkpoint now (sorted)."""
+        return tuple(sorted(self._ckpt))
+
     def checkpoint_bytes(self) -> int:
         """Memory held by the checkpoints (one shared by several positions counts once)."""
-        return sum(c["nbytes"] for c in {id(c): c for c in self._ckpt.values()}.values())
+        return self._ckpt.nbytes()
+
+    def _drop_redo_checkpoints(self):
+        """Drop the checkpoints after the current position (the redo tail); none exist
+        unless the history goes on past it, so the common case costs nothing."""
+        if self._pos < len(self._history):
+            for k in [k for k in self._ckpt if k > self._pos]:
+                del self._ckpt[k]
 
     def _thin(self):
         """Drop checkpoints until they fit the budget: each time the one whose removal
@@ -515,7 +462,7 @@ class Session:
         t = time.perf_counter()
         ck = self._ckpt[index]
         for s, m in self.machines.items():
-            machine_restore(m, ck["machines"][s])
+            m.restore(ck["machines"][s])
             procs, files, addrs = ck["labels"][s]
             w = self.worlds[s]
             w.procs, w.files, w.addrs = dict(procs), dict(files), dict(addrs)
@@ -595,8 +542,7 @@ class Session:
             self._set_views()
             raise
         # commit: drop the redo tail, record
-        for k in [k for k in self._ckpt if k > self._pos]:
-            del self._ckpt[k]
+        self._drop_redo_checkpoints()
         del self._history[self._pos:]
         self._history.append(step)
         self._pos += 1
@@ -614,8 +560,7 @@ class Session:
         if not ops:
             return []
         self._validate(ops[0])
-        for k in [k for k in self._ckpt if k > self._pos]:
-            del self._ckpt[k]
+        self._drop_redo_checkpoints()
         del self._history[self._pos:]
         start = self._pos
         done = []
@@ -672,8 +617,8 @@ class Session:
 
     def _mark(self) -> tuple:
         """What tells whether a machine is exactly as its last completed step left it."""
-        return tuple((m.version, bool(getattr(m, "_in_op", False)), getattr(m, "_inject", None),
-                      m._warned_sign, len(w.procs), len(w.files), len(w.addrs))
+        return tuple((m.version, m.in_operation, m.armed_injection, m.warned_sign,
+                      len(w.procs), len(w.files), len(w.addrs))
                      for m, w in ((self.machines[s], self.worlds[s]) for s in self.schemes))
 
     # ---- moving along the history ------------------------------------------------------
@@ -761,7 +706,8 @@ class Session:
         self._check_not_notifying()
         self._restore_checkpoint(0)
         ck0 = self._ckpt[0]
-        self._ckpt = {0: ck0}
+        self._ckpt = _CheckpointStore()
+        self._ckpt[0] = ck0
         self._history = []
         self._pos = 0
         self._set_views()

@@ -7,11 +7,12 @@ import time
 
 
 def warm() -> None:
-    import hgmviz as hv
+    from . import mm as hv
+    from .schemes import SCHEMES
     for geometry in ("toy", "x86_64"):
         g = hv.Machine(geometry=geometry).geometry
         h0, h1 = (h.size for h in g.hstates)
-        for scheme in hv.SCHEMES:
+        for scheme in SCHEMES:
             m = hv.Machine(nr_hugepages={h0: 2 * g.PTRS_PER_TABLE, h1: 2}, geometry=geometry,
                            scheme=scheme)
             f = m.memfd_create(size=2 * h1, hstate=h1)

@@ -59,3 +59,116 @@ def test_imports_point_down():
                 bad.append("%s (layer %d) imports %s (layer %d)" % (
                     path.relative_to(PKG), LAYER[me], target, LAYER[target]))
     assert bad == []
+
+
+# --- no import cycles among hgmviz modules (function-level imports included) ------------
+#: Cycles known today, each a set of module names; keep it empty.  The test below fails when
+#: a listed cycle is gone, so the list can never hide a new one.
+KNOWN_CYCLES: list = []
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = ("hgmviz",) + path.relative_to(PKG).with_suffix("").parts
+    return ".".join(parts[:-1]) if parts[-1] == "__init__" else ".".join(parts)
+
+
+def _is_module(name: str) -> bool:
+    rel = pathlib.Path(*name.split(".")[1:])
+    return (PKG / rel).with_suffix(".py").exists() or (PKG / rel / "__init__.py").exists()
+
+
+def import_edges(path: pathlib.Path):
+    """(target module, line, what the statement imports from the top package) for every
+    import of an hgmviz module anywhere in ``path``, functions included."""
+    me = _module_name(path)
+    package = me if path.name == "__init__.py" else me.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name == "hgmviz" or a.name.startswith("hgmviz."):
+                    yield a.name, node.lineno, a.name == "hgmviz"
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and (node.module == "hgmviz" or node.module.startswith("hgmviz.")):
+                mod = node.module
+            else:
+                continue
+            for a in node.names:
+                sub = mod + "." + a.name
+                if _is_module(sub):
+                    yield sub, node.lineno, False
+                else:
+                    yield mod, node.lineno, mod == "hgmviz"
+
+
+def import_graph() -> dict:
+    graph = {}
+    for path in PKG.rglob("*.py"):
+        me = _module_name(path)
+        graph.setdefault(me, set())
+        for target, _, _ in import_edges(path):
+            if target != me and _is_module(target):
+                graph[me].add(target)
+    return graph
+
+
+def cycles(graph: dict) -> list:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(comp)
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_inside_the_package():
+    found = cycles(import_graph())
+    new = [sorted(c) for c in found if c not in KNOWN_CYCLES]
+    assert new == [], "import cycle(s) among hgmviz modules: %s" % new
+    gone = [sorted(c) for c in KNOWN_CYCLES if c not in found]
+    assert gone == [], "remove from KNOWN_CYCLES, no longer a cycle: %s" % gone
+
+
+def test_the_package_never_imports_hgmviz_itself():
+    bad = []
+    for path in PKG.rglob("*.py"):
+        if path.name == "__init__.py" and path.parent == PKG:
+            continue
+        for target, line, top_package in import_edges(path):
+            if top_package:
+                bad.append("%s:%d imports the hgmviz package (import hgmviz / from hgmviz "
+                           "import ...); import the module that defines the name"
+                           % (path.relative_to(PKG), line))
+    assert bad == []

@@ -262,7 +262,7 @@ def test_state_is_a_read_only_view_of_the_live_machine_or_a_snapshot():
     assert now.scheme is m.scheme and then.scheme is not m.scheme
     assert now.scheme.folio_ref_count(0) == 2 and then.scheme.folio_ref_count(0) == 0
     assert now.mms[p.pid].alive and now.mms[p.pid].vmas[0].start == a
-    assert (now.version, then.version) == (m.version, before["version"])
+    assert (now.version, then.version) == (m.version, before.version)
     assert m.state_digest() == digest
     other = hv.Machine(nr_hugepages={2 << 20: 3})
     with pytest.raises(ValueError, match="snapshot of another machine"):

@@ -141,7 +141,7 @@ class SchemeMachine(RuleBasedStateMachine):
             self.step(UffdioContinueBatch(p, a, self.small, piece))
         else:
             self.step(UffdioContinue(p, a, self._len(data)))
-        self.m._inject = None
+        self.m.inject(None)
 
     @rule(data=st.data(), dice=st.integers(0, 2))
     def fork(self, data, dice):

@@ -306,7 +306,8 @@ def test_uffdio_continue_batch_piece_larger_than_the_hugepage(scheme):
 # --- the audit's leaf check (it missed the leaf spanning eight folios above) ------------------
 def _leaf_slot(m, proc, addr, level):
     from hgmviz import core
-    t, i, lvl = core.hugetlb_full_walk(m.pt.P, m._g, m._mm(proc).pgd, addr, level)
+    pgd = m.state().mms[proc.pid].pgd
+    t, i, lvl = core.hugetlb_full_walk(m.pt.P, m.core_geometry, pgd, addr, level)
     assert lvl == level
     return int(t), int(i)
 

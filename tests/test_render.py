@@ -47,17 +47,18 @@ def actual_leaves(m, pid, a, b):
     """Every present leaf of process pid in [a, b) from the page tables: (pid, va, shift,
     folio, page)."""
     from hgmviz import core
-    pgd = m._mms[pid].pgd
+    st = m.state()
+    pgd = st.mms[pid].pgd
     n = max(16, (b - a) >> m.geometry.page_shift)
     oa, osh, op, ot = (np.zeros(n, np.int64) for _ in range(4))
     seen = np.zeros(m.pt.capacity, np.int32)
-    k = core.collect_leaves(m.pt.P, m._g, pgd, a, b, seen, 1, oa, osh, op, ot)
+    k = core.collect_leaves(m.pt.P, m.core_geometry, pgd, a, b, seen, 1, oa, osh, op, ot)
     assert k >= 0
     out = set()
     for j in range(k):
         pfn = int(op[j])
-        f = int(core.pfn_to_folio(m._fl, pfn))
-        out.add((pid, int(oa[j]), int(osh[j]), f, pfn - int(m._folio_pfn[f])))
+        f = int(core.pfn_to_folio(st.fl, pfn))
+        out.add((pid, int(oa[j]), int(osh[j]), f, pfn - int(st.folio_pfn[f])))
     return out
 
 

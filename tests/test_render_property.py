@@ -94,14 +94,15 @@ def check_scene(m, before, max_nodes, max_rows=24):
     # every present leaf is named; nothing absent is named
     named, summaries = named_leaves(s)
     want = set()
-    for pid, mm in m._mms.items():
+    old = m.state(before).mms if before is not None else {}
+    for pid, mm in m.state().mms.items():
         if not mm.alive or not mm.vmas:
             continue
         lo = min(v.start for v in mm.vmas)
         hi = max(v.end for v in mm.vmas)
-        if before is not None and pid in before["py"][1] and before["py"][1][pid].vmas:
-            lo = min(lo, min(v.start for v in before["py"][1][pid].vmas))
-            hi = max(hi, max(v.end for v in before["py"][1][pid].vmas))
+        if pid in old and old[pid].vmas:
+            lo = min(lo, min(v.start for v in old[pid].vmas))
+            hi = max(hi, max(v.end for v in old[pid].vmas))
         want |= actual_leaves(m, pid, lo, hi)
     assert named <= want, sorted(named - want)[:5]
     for leaf in want - named:

@@ -7,8 +7,7 @@ from hypothesis import strategies as st
 import hgmviz as hv
 from hgmviz.ops import (Close, Exit, Fallocate, Fork, Madvise, MemfdCreate, Mmap, Munmap, Spawn,
                         Touch, UffdioContinue, UffdioContinueBatch, UffdioRegister)
-from hgmviz.session import (Inject, InvalidOperation, Session, SessionEvent, machine_checkpoint,
-                            machine_restore)
+from hgmviz.session import Inject, InvalidOperation, Session, SessionEvent
 
 K4 = 4096
 T32 = 32 << 10       # toy hstate: 8 base pages (PMD leaf)
@@ -131,7 +130,7 @@ def test_random_sequences_undo_redo_goto_replay_exact(ops, budget, schemes, jump
     assert fresh.state_digest() == digests[n]
     # the budget is honoured, except for the checkpoints always kept
     if budget == 0:
-        assert set(s._ckpt) <= {0, n - 1, n}
+        assert set(s.checkpoint_positions) <= {0, n - 1, n}
 
 
 @settings(max_examples=25, deadline=None)
@@ -167,8 +166,10 @@ def test_checkpoint_restores_every_array_byte_for_byte():
     p.madvise(a, T256, hv.MADV_SPLIT)
     p.uffdio_register(a, T256, mode="minor")
     p.uffdio_continue(a, 3 * K4)
-    full, ck = m.snapshot(), machine_checkpoint(m)
+    full, ck = m.snapshot(), m.checkpoint()
     arrays, digest, cap = full_arrays(m), m.state_digest(), m.pt.capacity
+    nfree, fstack = m.pt.nr_free, m.pt.fstack[:m.pt.nr_free].copy()
+    counters = {k: v.copy() for k, v in m.scheme.counters.items()}
     # change a lot, including growing the pool well past its capacity
     for _ in range(12):
         q = p.fork()
@@ -178,18 +179,17 @@ def test_checkpoint_restores_every_array_byte_for_byte():
         q.uffdio_continue_batch(b, T256, K4)
     p.exit()
     assert m.pt.capacity > cap
-    machine_restore(m, ck)
+    m.restore(ck)
     assert m.state_digest() == digest
     now = full_arrays(m)
     for k, a0 in arrays.items():
         assert np.array_equal(now[k][:cap], a0), k
         rest = now[k][cap:]
         assert not rest.any() if k != "tfolio" else (rest == -1).all(), k
-    nfree = full["pt"]["nfree"][0]
     grown = m.pt.capacity - cap
     assert m.pt.nr_free == nfree + grown
-    assert np.array_equal(m.pt.fstack[grown:grown + nfree], full["pt"]["fstack"][:nfree])
-    for k, v in full["scheme"].items():
+    assert np.array_equal(m.pt.fstack[grown:grown + nfree], fstack)
+    for k, v in counters.items():
         assert np.array_equal(m.scheme.counters[k], v) if isinstance(v, np.ndarray) else \
             m.scheme.counters[k] == v
     assert m.audit() == []
@@ -202,7 +202,7 @@ def test_checkpoint_restores_every_array_byte_for_byte():
         pp.fork()
     assert m.state_digest() == twin.state_digest()
     # the checkpoint itself was not disturbed: restore it again
-    machine_restore(m, ck)
+    m.restore(ck)
     assert m.state_digest() == digest
 
 
@@ -210,9 +210,9 @@ def test_checkpoint_is_smaller_than_a_full_snapshot():
     m = hv.Machine(nr_hugepages={T256: 1}, geometry="toy", scheme="per_piece")
     m.pt.reserve_tables(100_000)
     m.spawn()
-    ck = machine_checkpoint(m)
-    assert ck["tables"]["ent"].shape[0] == m.pt.nr_used
-    assert ck["nbytes"] < m.pt.ent.nbytes // 100
+    ck = m.checkpoint()
+    assert ck.tables.ent.shape[0] == m.pt.nr_used
+    assert ck.nbytes < m.pt.ent.nbytes // 100
 
 
 def test_before_is_the_snapshot_before_the_last_step():
@@ -223,10 +223,11 @@ def test_before_is_the_snapshot_before_the_last_step():
     snap = m.snapshot()
     s.apply(UffdioContinue("p", "a", 2 * K4))
     before = s.before()
-    cap = snap["pt"]["ent"].shape[0]
-    for k in ("ent", "tlevel", "tcount", "tshare", "tfolio"):
-        assert np.array_equal(before["pt"][k][:cap], snap["pt"][k]), k
-    assert before["version"] == snap["version"]
+    want, got = m.state(snap), m.state(before)
+    cap = want.ent.shape[0]
+    for k in ("ent", "tlevel", "tshare", "folio_used", "folio_file", "folio_index"):
+        assert np.array_equal(getattr(got, k)[:cap], getattr(want, k)), k
+    assert got.mms == want.mms and got.version == want.version == before.version
     twin = hv.Machine(scheme="per_piece", **TOY)
     twin.restore(before)
     s.undo()
@@ -241,14 +242,14 @@ def test_before_is_the_snapshot_before_the_last_step():
 def test_budget_thins_checkpoints_and_undo_replays():
     s = Session(scheme="per_piece", snapshot_budget=0, **TOY)
     digests = run_ops(s, hgm_setup() + [UffdioContinue("p", ("a", i * K4), K4) for i in range(10)])
-    assert set(s._ckpt) == {0, s.position - 1, s.position}
+    assert set(s.checkpoint_positions) == {0, s.position - 1, s.position}
     replayed = s.stats["replayed_steps"]
     s.goto(3)
     assert s.stats["replayed_steps"] > replayed
     assert s.state_digest() == digests[3]
     s.goto(len(s.history))
     assert s.state_digest() == digests[-1]
-    assert len(s._ckpt) <= 4
+    assert len(s.checkpoint_positions) <= 4
 
 
 # =========================================================================================
@@ -560,7 +561,7 @@ def test_interrupted_apply_puts_every_machine_back(monkeypatch):
         s.apply(UffdioContinue("p", ("a", T32), T32))
     assert s.state_digest() == d
     monkeypatch.undo()
-    assert not m2._in_op
+    assert not m2.in_operation
     s.apply(UffdioContinue("p", ("a", T32), T32))
     assert s.machine.audit() == [] and m2.audit() == []
 
@@ -643,7 +644,7 @@ def test_warn_on_once_is_state_even_when_the_operation_fails(budget):
     ops += [Touch("p", "x%d" % i) for i in range(3)]                      # wrap, refused x2
     for op in ops:
         s.apply(op)
-        warned_at[s.position] = s.machine._warned_sign
+        warned_at[s.position] = s.machine.warned_sign
     assert [st.outcome.status for st in s.steps[-3:]] == ["ok", "SIGBUS", "SIGBUS"]
     steps = s.steps
     warned = [i for i, st in enumerate(steps) if any("WARN_ON_ONCE" in w
@@ -653,7 +654,7 @@ def test_warn_on_once_is_state_even_when_the_operation_fails(budget):
     n = len(s.history)
     for target in (warned[0], warned[0] + 1, n, warned[0] + 2, 0, n - 1, n):
         s.goto(target)
-        assert s.machine._warned_sign == warned_at.get(target, False), target
+        assert s.machine.warned_sign == warned_at.get(target, False), target
     s.replay()
     assert s.state_digest() == d
     # a further refusal does not WARN again

@@ -1,0 +1,263 @@
+"""fs/userfaultfd.c and mm/userfaultfd.c (mainline v6.2; HGM v2 for 4 KiB pieces):
+``userfaultfd_register``, ``userfaultfd_unregister``, UFFDIO_CONTINUE → ``mfill_atomic_hugetlb``.
+"""
+from __future__ import annotations
+
+import errno
+from dataclasses import replace
+
+import numpy as np
+
+from .. import core
+from ..errors import PartialProgress, StateKept, syscall_error
+from .structs import UFFD_MINOR, UFFD_WP, ULONG_LIMIT, _UFFD_MODES, _check_int, _fmt
+from . import hugetlb, mmap
+
+
+def parse_modes(m, mode):
+    """The ``UFFDIO_REGISTER_MODE_*`` bits of ``mode`` (fs/userfaultfd.c v6.2)."""
+    if isinstance(mode, str):
+        parts = [p.strip() for p in mode.split("|")]
+    elif isinstance(mode, (tuple, list, set, frozenset)):
+        parts = list(mode)
+    else:
+        raise TypeError("mode must be 'missing', 'minor', 'wp' or a combination, not %r" % (mode,))
+    bits = 0
+    for p in parts:
+        if p not in _UFFD_MODES:
+            raise syscall_error(errno.EINVAL, "UFFDIO_REGISTER: unknown mode %r; allowed: "
+                                "missing, minor, wp" % (p,))
+        bits |= _UFFD_MODES[p]
+    if not bits:
+        raise syscall_error(errno.EINVAL, "UFFDIO_REGISTER: no mode given")
+    return bits
+
+
+def uffd_range(m, what, mm, addr, length, check_end=True):
+    """The checks ``userfaultfd_register``/``_unregister`` make before changing anything:
+    at least one VMA meets the range (``vma_find``), ``start`` is aligned to the first
+    VMA's hugepage size, and (register) the end to that of the VMA holding it.  Holes
+    between VMAs are allowed; each VMA in the range is handled."""
+    addr, length, end = mmap.check_page_range(m, what, addr, length)
+    if length == 0 or length & (m.geometry.PAGE_SIZE - 1):
+        raise syscall_error(errno.EINVAL, "%s: the length must be a positive multiple of the "
+                            "page size (validate_unaligned_range), not %d" % (what, length))
+    vs = [v for v in mm.vmas if v.start < end and addr < v.end]
+    if not vs:
+        raise syscall_error(errno.EINVAL, "%s: no VMA in %#x-%#x" % (what, addr, end))
+    hs = m._hstate_of(vs[0]).size
+    if addr & (hs - 1):
+        raise syscall_error(errno.EINVAL, "%s: the start %#x must be aligned to the first "
+                            "VMA's hugepage size %s (vma_kernel_pagesize)" % (what, addr, _fmt(hs)))
+    if check_end:
+        # one loop over the VMAs in address order: the end alignment (for the VMA that
+        # holds the end), then ownership by another userfaultfd
+        for v in vs:
+            hs = m._hstate_of(v).size
+            if v.start < end <= v.end and end & (hs - 1):
+                raise syscall_error(errno.EINVAL, "%s: the end %#x must be aligned to the "
+                                    "hugepage size %s of the VMA holding it" % (what, end, _fmt(hs)))
+            if v.uffd:
+                raise syscall_error(errno.EBUSY, "%s: the VMA %#x-%#x is already registered "
+                                    "with another userfaultfd" % (what, v.start, v.end))
+    return addr, end, vs
+
+
+def userfaultfd_register(m, proc, addr, length, mode, event_fork):
+    """``userfaultfd()`` + ``UFFDIO_API`` + ``UFFDIO_REGISTER`` (fs/userfaultfd.c
+    ``userfaultfd_register``): a new userfaultfd each call, so a VMA another call already
+    registered is EBUSY ("We can't allow more than one userfaultfd to own a single vma")."""
+    mm = m._mm(proc)
+    bits = parse_modes(m, mode)
+    if not isinstance(event_fork, bool):
+        raise TypeError("event_fork must be True or False")
+    addr, end, vs = uffd_range(m, "UFFDIO_REGISTER", mm, addr, length)
+    mmap.split_vmas(m, mm, addr, end)
+    m.call_path = ["userfaultfd", "UFFDIO_API", "UFFDIO_REGISTER", "userfaultfd_register"]
+    new = []
+    for v in mm.vmas:
+        if addr <= v.start and v.end <= end:
+            v = replace(v, uffd=bits, uffd_event_fork=event_fork)
+            if bits & (UFFD_WP | UFFD_MINOR):
+                hugetlb.hugetlb_unshare_pmds(m, mm, v.start, v.end)   # uffd_disable_huge_pmd_share
+        new.append(v)
+    mm.vmas = new
+    m._account()
+    m._finish()
+    return 0
+
+
+def userfaultfd_unregister(m, proc, addr, length):
+    """``UFFDIO_UNREGISTER``: VMAs that are not registered are skipped (neither split nor
+    checked); a registered one is split at the range's ends (hugetlb_vm_op_split)."""
+    mm = m._mm(proc)
+    addr, end, vs = uffd_range(m, "UFFDIO_UNREGISTER", mm, addr, length, check_end=False)
+    for v in vs:
+        if not v.uffd:
+            continue
+        hs = m._hstate_of(v).size
+        for point in (addr, end):
+            if v.start < point < v.end and point & (hs - 1):
+                raise syscall_error(errno.EINVAL, "UFFDIO_UNREGISTER: %#x would split a %s "
+                                    "hugetlb VMA off a hugepage boundary (hugetlb_vm_op_split)"
+                                    % (point, _fmt(hs)))
+    m.call_path = ["UFFDIO_UNREGISTER", "userfaultfd_unregister"]
+    for v in vs:
+        if v.uffd:
+            mmap.split_vmas(m, mm, max(addr, v.start), min(end, v.end))
+    mm.vmas = [replace(v, uffd=0, uffd_event_fork=False) if addr <= v.start and v.end <= end
+               else v for v in mm.vmas]
+    m._finish()
+    return 0
+
+
+def continue_target(m, what, mm, addr, length):
+    """``validate_range`` + ``find_dst_vma`` + the hugetlb alignment check of
+    ``mfill_atomic_hugetlb`` (PAGE_SIZE on an HGM VMA, HGM v2 33/46)."""
+    addr, length, end = mmap.check_page_range(m, what, addr, length)
+    if length == 0 or length & (m.geometry.PAGE_SIZE - 1):
+        raise syscall_error(errno.EINVAL, "%s: length must be a positive multiple of %d"
+                            % (what, m.geometry.PAGE_SIZE))
+    vma = m._find_vma(mm, addr)
+    if vma is None or end > vma.end or not vma.uffd:
+        raise syscall_error(errno.ENOENT, "%s: %#x-%#x is not inside one VMA registered with "
+                            "userfaultfd (find_dst_vma)" % (what, addr, end))
+    h = m._hstate_of(vma)
+    gran = m.geometry.PAGE_SIZE if vma.hgm else h.size
+    if addr & (gran - 1) or length & (gran - 1):
+        raise syscall_error(errno.EINVAL, "%s: on a %s hugetlb VMA%s the range must be aligned "
+                            "to %s (mfill_atomic_hugetlb); MADV_SPLIT enables 4 KiB"
+                            % (what, _fmt(h.size), " with HGM" if vma.hgm else "",
+                               _fmt(gran)))
+    return vma, h, addr, end
+
+
+def mfill_atomic_hugetlb(m, mm, vma, h, addr, end, mode, piece_shift):
+    """One ``mfill_atomic_hugetlb`` loop over ``[addr, end)`` of one VMA: returns the bytes
+    mapped and the error that stopped it (None when it finished)."""
+    st = m._files[vma.file]
+    g = m.geometry
+    min_shift = g.page_shift if vma.hgm else h.shift
+    m.call_path = ["UFFDIO_CONTINUE", "mfill_atomic_hugetlb"]
+    if vma.hgm:
+        m.call_path.append("hugetlb_alloc_largest_pte")
+    m.call_path += ["hugetlb_mfill_atomic_pte", "filemap_lock_hugetlb_folio",
+                       "hugetlb_add_file_rmap"]
+    status = [0, 0, 0]
+
+    share_base, share = 0, m._empty_share
+    if h.level == 2:
+        # huge_pte_alloc() → huge_pmd_share(), as for a fault
+        pud = g.level_size(3)
+        share_base = addr & ~(pud - 1)
+        cands = [hugetlb.huge_pmd_share(m, mm, vma, b)
+                 for b in range(share_base, end, pud)]
+        if any(cands):
+            share = np.array(cands, dtype=np.int32)
+    inject = 0
+    if m._inject is not None:
+        if m._inject == "after_pte_alloc" or not m.lookup_first:
+            inject = core.INJECT_AFTER_ALLOC
+        else:
+            inject = core.INJECT_AT_LOOKUP
+        m._inject = None
+
+    def run(limit):
+        code = m._kcall(core.install_range, m._g, mm.pgd, mm.pid, vma.start, vma.pgoff,
+                           h.shift, h.level, min_shift, st.pc, m._folio_pfn, addr, end,
+                           mode, piece_shift, limit, share_base, share, 0, m._res,
+                           inject)
+        status[:] = [code, int(m._res[0]), int(m._res[2])]
+        return status[1]
+
+    mapped, refusal = m._guarded(run, "continue")
+    code, mapped, fail_at = status
+    if refusal is not None and not refusal.admitted:
+        mapped = 0
+    if refusal is not None:
+        ecode = errno.ENOMEM if m.errors == "proposed" else errno.EFAULT
+        cause = syscall_error(ecode, "UFFDIO_CONTINUE: the refcount guard refused folio %d at "
+                              "refcount %d" % (refusal.folio, refusal.refcount))
+    elif code == -core.EEXIST:
+        cause = syscall_error(errno.EEXIST, "UFFDIO_CONTINUE: %#x is already mapped (or mapped "
+                              "by a larger or smaller entry at that level)" % fail_at)
+    elif code == -core.EFAULT and inject == core.INJECT_AFTER_ALLOC:
+        raise StateKept(errno.EFAULT, "EFAULT: UFFDIO_CONTINUE: injected: an error at %#x "
+                        "after the page tables were allocated and before the entry was set; "
+                        "the tables stay, as in the kernel's error path" % fail_at)
+    elif code == -core.EFAULT:
+        cause = syscall_error(errno.EFAULT, "UFFDIO_CONTINUE: the page for %#x is not in the "
+                              "page cache (filemap_lock_hugetlb_folio failed)%s"
+                              % (fail_at, " [injected]" if inject else ""))
+    elif code != 0:
+        cause = syscall_error(-code, "UFFDIO_CONTINUE failed at %#x" % fail_at)
+    else:
+        cause = None
+    return mapped, cause
+
+
+def continue_result(mapped, cause):
+    """What ``UFFDIO_CONTINUE`` returns: the bytes mapped; EAGAIN with ``mapped`` after
+    partial progress (:class:`~hgmviz.errors.PartialProgress`); the error otherwise."""
+    if cause is None:
+        return mapped
+    if mapped:
+        raise PartialProgress(mapped, cause)
+    raise cause
+
+
+def uffdio_continue(m, proc, addr, length):
+    """``userfaultfd_continue`` (fs/userfaultfd.c v6.2) → ``mfill_atomic_hugetlb`` in
+    MFILL_LARGEST mode (HGM v2: the largest aligned pieces)."""
+    mm = m._mm(proc)
+    vma, h, addr, end = continue_target(m, "UFFDIO_CONTINUE", mm, addr, length)
+    return continue_result(*mfill_atomic_hugetlb(m, mm, vma, h, addr, end, core.MODE_LARGEST, 0))
+
+
+def uffdio_continue_batch(m, proc, addr, length, piece):
+    """``for a in range(addr, addr + length, piece): UFFDIO_CONTINUE(a, piece)`` stopping at
+    the first failure (each call as :func:`uffdio_continue`), in as few core calls as the
+    VMAs allow.  ``addr``, ``length`` and ``piece`` are checked first (ints; the range below
+    2**64, as ``validate_range`` in mm/userfaultfd.c v6.2 requires of each call)."""
+    mm = m._mm(proc)
+    addr = _check_int("addr", addr)
+    piece = _check_int("piece", piece, 1)
+    length = _check_int("length", length, 1)
+    if addr >= ULONG_LIMIT or length >= ULONG_LIMIT or addr + length >= ULONG_LIMIT:
+        raise syscall_error(errno.EINVAL, "UFFDIO_CONTINUE: %#x + length %#x wraps past 2**64 "
+                            "(validate_range: EINVAL)" % (addr, length))
+    g = m.geometry
+    allowed = [g.level_size(l) for l in range(1, g.levels)]
+    if piece not in allowed:
+        raise ValueError("piece must be a page-table leaf size (%s), not %d"
+                         % (", ".join(_fmt(s) for s in allowed[:3]), piece))
+    if length % piece:
+        raise ValueError("length %d is not a multiple of piece %d" % (length, piece))
+    # run the calls VMA by VMA; each VMA's first call is validated as
+    # uffdio_continue(a, piece) would be, and every call in it then passes the same checks
+    total = 0
+    pos, end = addr, addr + length
+    while pos < end:
+        try:
+            vma, h, a0, _ = continue_target(m, "UFFDIO_CONTINUE", mm, pos, piece)
+        except OSError as e:
+            return continue_result(total, e)
+        seg = pos + ((min(end, vma.end) - pos) // piece) * piece
+        if pos % piece == 0 and piece <= h.size and (vma.hgm or piece == h.size):
+            # each call's range is one aligned piece: one fixed-size install loop
+            mapped, cause = mfill_atomic_hugetlb(m, mm, vma, h, a0, seg, core.MODE_FIXED,
+                                           piece.bit_length() - 1)
+            total += mapped
+            if cause is not None:
+                return continue_result(total, cause)
+        else:
+            # each call maps the largest aligned pieces of its own range
+            while pos < seg:
+                mapped, cause = mfill_atomic_hugetlb(m, mm, vma, h, pos, pos + piece,
+                                               core.MODE_LARGEST, 0)
+                total += mapped
+                if cause is not None:
+                    return continue_result(total, cause)
+                pos += piece
+        pos = seg
+    return total
