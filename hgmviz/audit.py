@@ -61,8 +61,13 @@ def _structure(m) -> list:
                             % (t, pt.tshare[t], refs[t]))
     for fid in range(m._folio_pfn.size):
         cached = m._folio_file[fid] >= 0
-        if bool(m._folio_used[fid]) != cached:
-            problems.append("folio %d: used=%d but in page cache=%s" % (fid, m._folio_used[fid], cached))
+        if cached and not m._folio_used[fid]:
+            problems.append("folio %d: free but in the page cache of file %d"
+                            % (fid, m._folio_file[fid]))
+        elif m._folio_used[fid] and not cached and m.scheme.folio_ref_count(fid) <= 0:
+            # an anonymous folio (MAP_PRIVATE) lives as long as a mapping holds it
+            problems.append("folio %d: used, not in a page cache, and no reference holds it"
+                            % fid)
     return problems
 
 
@@ -120,7 +125,13 @@ def _leaves(m, leaves) -> list:
         folio = np.where(idx < st.pc.size, pc[np.minimum(idx, pc.size - 1)], -1)
         want = np.where(folio >= 0, m._folio_pfn[np.maximum(folio, 0)], -1) + \
             ((off & (h.size - 1)) >> g.page_shift)
-        for j in np.flatnonzero(folio < 0)[:3]:
+        if not v.shared:
+            # a private VMA maps the page cache's page or an anonymous folio of its own
+            # (hugetlb_no_page / hugetlb_wp); an anonymous folio is in no page cache
+            lf = np.array([int(core.pfn_to_folio(m._fl, int(p))) for p in op], dtype=np.int64)
+            anon = (m._folio_file[lf] < 0) if lf.size else np.zeros(0, bool)
+            folio = np.where(anon, -2, folio)
+        for j in np.flatnonzero(folio == -1)[:3]:
             problems.append("%s: the leaf at %#x maps pfn %#x, but file offset %#x is not in "
                             "the page cache" % (where, int(oa[j]), int(op[j]), int(off[j])))
         for j in np.flatnonzero((folio >= 0) & (op != want))[:3]:

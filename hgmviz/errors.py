@@ -91,6 +91,10 @@ class StateKept(OSError):
 
 
 def errno_name(code: int) -> str:
+    """The errno's name; 95 is EOPNOTSUPP, the name the kernel's fallocate paths return (Python's
+    table calls it ENOTSUP, the same number on Linux)."""
+    if code == _errno.EOPNOTSUPP:
+        return "EOPNOTSUPP"
     return _errno.errorcode.get(code, str(code))
 
 

@@ -84,8 +84,10 @@ Syscall rules
     i_size grows to offset + length.  fallocate (hugetlbfs_fallocate, vfs_fallocate): len 0
     is EINVAL, whole hugepages are allocated, i_size becomes offset + len (not rounded).
 
-Simplifications shared with hgmviz.mm (its module docstring): MAP_PRIVATE is unsupported;
-VMAs are never merged; every failure leaves the state unchanged except UFFDIO_CONTINUE's
+MAP_PRIVATE (hugetlb_reserve_pages, hugetlb_no_page, hugetlb_wp, unmap_ref_private,
+copy_hugetlb_page_range): see the MAP_PRIVATE section of RefMachine.
+
+Simplifications shared with hgmviz.mm (its module docstring): VMAs are never merged; every failure leaves the state unchanged except UFFDIO_CONTINUE's
 partial progress and madvise over a range with holes (madvise_walk_vmas: the advice is
 applied to every VMA of the range, then ENOMEM),
 including page-table pages a failing fault or UFFDIO_CONTINUE piece had allocated;
@@ -106,7 +108,8 @@ __all__ = ["RefMachine", "MADV_DONTNEED", "MADV_COLLAPSE", "MADV_SPLIT"]
 MADV_DONTNEED = 4
 MADV_COLLAPSE = 25
 MADV_SPLIT = 26
-_ADVICE = (MADV_DONTNEED, MADV_COLLAPSE, MADV_SPLIT)
+MADV_REMOVE = 9
+_ADVICE = (MADV_DONTNEED, MADV_REMOVE, MADV_COLLAPSE, MADV_SPLIT)
 _MODES = ("missing", "wp", "minor")   # the order hgmviz.Vma.uffd_modes reports them in
 _PFN_BASE = 1 << 20                   # hgmviz's simulated physical memory starts here
 
@@ -147,29 +150,42 @@ Leaf = namedtuple("Leaf", "folio index level")
 
 
 class Vma:
-    __slots__ = ("start", "end", "file", "pgoff", "noreserve", "modes", "ctx", "event_fork", "hgm")
+    """``resv`` (private VMAs of the mapping process): the set of file indexes whose
+    reservation was consumed — one set object shared by the pieces of a split VMA, as the
+    kernel's private resv_map is (None: no reservations).  ``anon_vma``: an anonymous page was
+    faulted in; ``resv_unmapped``: HPAGE_RESV_UNMAPPED."""
+    __slots__ = ("start", "end", "file", "pgoff", "noreserve", "modes", "ctx", "event_fork", "hgm",
+                 "shared", "resv", "anon_vma", "resv_unmapped", "prot")
 
     def __init__(self, start, end, file, pgoff, noreserve, modes=frozenset(), ctx=None,
-                 event_fork=False, hgm=False):
+                 event_fork=False, hgm=False, shared=True, resv=None, anon_vma=False,
+                 resv_unmapped=False):
         self.start, self.end, self.file, self.pgoff = start, end, file, pgoff
         self.noreserve, self.modes, self.ctx, self.event_fork, self.hgm = \
             noreserve, frozenset(modes), ctx, event_fork, hgm
+        self.shared, self.resv, self.anon_vma, self.resv_unmapped = \
+            shared, resv, anon_vma, resv_unmapped
+        self.prot = 3
 
     def copy(self, **kw):
         v = Vma(self.start, self.end, self.file, self.pgoff, self.noreserve, self.modes,
-                self.ctx, self.event_fork, self.hgm)
+                self.ctx, self.event_fork, self.hgm, self.shared, self.resv, self.anon_vma,
+                self.resv_unmapped)
+        v.prot = self.prot
         for k, x in kw.items():
             setattr(v, k, x)
         return v
 
     def vm_flags(self):
-        """What page_table_shareable() compares (VM_SHARED is always set here)."""
-        return (self.noreserve, self.modes, self.hgm)
+        """What page_table_shareable() compares."""
+        return (self.shared, self.noreserve, self.modes, self.hgm, self.prot)
 
     def key(self):
-        """Comparable with hgmviz.Vma: (start, end, file, pgoff, noreserve, modes, event_fork, hgm)."""
+        """Comparable with hgmviz.Vma: (start, end, file, pgoff, noreserve, modes, event_fork, hgm,
+        shared, owns a reserve map, anon_vma, resv_unmapped)."""
         return (self.start, self.end, self.file, self.pgoff, self.noreserve,
-                tuple(m for m in _MODES if m in self.modes), self.event_fork, self.hgm)
+                tuple(m for m in _MODES if m in self.modes), self.event_fork, self.hgm,
+                self.shared, self.resv is not None, self.anon_vma, self.resv_unmapped, self.prot)
 
 
 class _File:
@@ -230,7 +246,7 @@ class RefFolio:
 
     @property
     def in_use(self):
-        return self.id in self._m._s.folio_owner
+        return self._m._in_use(self.id)
 
     @property
     def index(self):
@@ -286,8 +302,11 @@ class RefFile:
     def close(self):
         return self._m._op(self._m._sys_close, self)
 
-    def fallocate(self, offset, length):
-        return self._m._op(self._m._sys_fallocate, self, offset, length)
+    def fallocate(self, offset, length, mode=0):
+        return self._m._op(self._m._sys_fallocate, self, offset, length, mode)
+
+    def ftruncate(self, size):
+        return self._m._op(self._m._sys_ftruncate, self, size)
 
 
 class RefProcess:
@@ -318,7 +337,10 @@ class RefProcess:
         return self._m._op(self._m._sys_madvise, self, addr, length, advice)
 
     def touch(self, addr, write=True):
-        return self._m._op(self._m._sys_touch, self, addr)
+        return self._m._op(self._m._sys_touch, self, addr, write)
+
+    def mprotect(self, addr, length, prot):
+        return self._m._op(self._m._sys_mprotect, self, addr, length, prot)
 
     def fork(self):
         return self._m._op(self._m._sys_fork, self)
@@ -473,12 +495,26 @@ class RefMachine:
                            "Hugepagesize": h.size >> 10}
         return out
 
+    def _in_use(self, fid):
+        """In a page cache, or an anonymous folio some leaf maps (it is freed with its last
+        mapping)."""
+        return fid in self._s.folio_owner or self._leaf_counts().get(fid, 0) > 0
+
     def _nr_free(self, h):
-        return sum(1 for f in self._pool[h.index] if f not in self._s.folio_owner)
+        self._cache = None
+        return sum(1 for f in self._pool[h.index] if not self._in_use(f))
 
     def _nr_rsvd(self, h):
-        return sum(1 for st in self._s.files.values() if st.hstate == h
-                   for idx in st.resv_map if idx not in st.pc)
+        shared = sum(1 for st in self._s.files.values() if st.hstate == h
+                     for idx in st.resv_map if idx not in st.pc)
+        private = 0
+        for mm in self._s.mms.values():
+            for v in mm.vmas:
+                if v.resv is not None and self._hs(v) == h:
+                    first = v.pgoff >> h.order
+                    private += sum(1 for i in range(first, first + ((v.end - v.start) >> h.shift))
+                                   if i not in v.resv)
+        return shared + private
 
     def _pagemap(self, proc, addr):
         mm = self._s.mms[proc.pid]
@@ -552,7 +588,8 @@ class RefMachine:
     # ---- PMD sharing --------------------------------------------------------------------
     def _want_pmd_share(self, vma, addr):
         base = addr & ~(self.PUD_SIZE - 1)
-        return (self._hs(vma).level == 2 and not vma.hgm and not vma.modes & {"wp", "minor"}
+        return (self._hs(vma).level == 2 and vma.shared and not vma.hgm
+                and not vma.modes & {"wp", "minor"}
                 and vma.start <= base and base + self.PUD_SIZE <= vma.end)
 
     def _huge_pmd_share(self, mm, vma, addr):
@@ -713,7 +750,7 @@ class RefMachine:
         reserved = idx in st.resv_map          # the index has a reservation (no page yet)
         if not reserved and self._nr_free(h) - self._nr_rsvd(h) <= 0:
             raise LookupError("no free hugepage")
-        fid = min(f for f in self._pool[h.index] if f not in self._s.folio_owner)
+        fid = min(f for f in self._pool[h.index] if not self._in_use(f))
         self._s.folio_owner[fid] = (st.id, idx)
         st.pc[idx] = fid
         st.resv_map.add(idx)                   # vma_commit_reservation
@@ -754,14 +791,25 @@ class RefMachine:
         st.fd_open = False
         self._maybe_release(st.id)
 
-    def _sys_fallocate(self, f, offset, length):
-        """hugetlbfs_fallocate (mode 0): vfs_fallocate refuses len <= 0 with EINVAL."""
+    def _sys_fallocate(self, f, offset, length, mode=0):
+        """hugetlbfs_fallocate: vfs_fallocate refuses len <= 0 with EINVAL and PUNCH_HOLE without
+        KEEP_SIZE with EOPNOTSUPP; other modes are EOPNOTSUPP.  Preallocation that runs out of
+        pages keeps what it added and leaves i_size alone (ENOSPC); i_size grows only without
+        KEEP_SIZE, after the loop."""
         st = self._file(f)
         offset = _int("offset", offset)
         length = _int("length", length)
+        mode = _int("mode", mode)
         if length == 0:
             raise _err(errno.EINVAL, "fallocate: len must be > 0 (vfs_fallocate)")
+        if mode & 2 and not mode & 1:
+            raise _err(errno.EOPNOTSUPP, "fallocate: PUNCH_HOLE without KEEP_SIZE")
+        if mode & ~3:
+            raise _err(errno.EOPNOTSUPP, "fallocate: unsupported mode")
         h = st.hstate
+        if mode & 2:
+            self._punch_hole(st, offset, length)
+            return 0
         start = offset >> h.shift
         end = (offset + length + h.size - 1) >> h.shift
         for idx in range(start, end):
@@ -770,9 +818,58 @@ class RefMachine:
             try:
                 self._alloc_hugetlb_folio(st, idx)
             except LookupError:
-                raise _err(errno.ENOSPC, "fallocate: no hugepage") from None
-        if offset + length > st.i_size:
+                raise StateKept(errno.ENOSPC, "ENOSPC: fallocate: no hugepage") from None
+        if not mode & 1 and offset + length > st.i_size:
             st.i_size = offset + length
+        return 0
+
+    # ---- truncation and hole punching (hugetlb_vmtruncate, hugetlbfs_punch_hole) ----------
+    # Both zap the file's pages in every VMA of every process that maps them (a private VMA's
+    # anonymous pages in the range too) and drop them from the page cache; truncation also
+    # drops every reserve-map entry past the new end, a hole punch only the entries of the
+    # pages it removed.
+    def _zap_file_range(self, st, first, last):
+        h = st.hstate
+        for mm in self._s.mms.values():
+            if not mm.alive:
+                continue
+            for v in mm.vmas:
+                if v.file != st.id:
+                    continue
+                vf = v.pgoff >> h.order
+                vn = (v.end - v.start) >> h.shift
+                a, b = max(vf, first), min(vf + vn, last)
+                if a < b:
+                    self._zap(mm, v, v.start + ((a - vf) << h.shift), v.start + ((b - vf) << h.shift))
+        self._cache = None
+
+    def _drop_pages(self, st, first, last):
+        for idx in [i for i in st.pc if first <= i < last]:
+            del self._s.folio_owner[st.pc.pop(idx)]
+            st.resv_map.discard(idx)
+        self._cache = None
+
+    def _punch_hole(self, st, offset, length):
+        h = st.hstate
+        first = -(-offset // h.size)
+        last = (offset + length) // h.size
+        if last > first:
+            self._zap_file_range(st, first, last)
+            self._drop_pages(st, first, last)
+
+    def _sys_ftruncate(self, f, size):
+        st = self._file(f)
+        size = _int("size", size)
+        h = st.hstate
+        if size % h.size:
+            raise _err(errno.EINVAL, "ftruncate: not a multiple of the hugepage size")
+        if size < st.i_size:
+            first = size >> h.shift
+            self._zap_file_range(st, first, 1 << 62)
+            self._drop_pages(st, first, 1 << 62)
+            st.resv_map = {i for i in st.resv_map if i < first}
+        st.i_size = size
+        return 0
 
     # ---- mmap ----------------------------------------------------------------------------
     def _get_unmapped_area(self, mm, length, align):
@@ -799,12 +896,10 @@ class RefMachine:
         offset = _int("offset", offset)
         if not isinstance(shared, bool) or not isinstance(noreserve, bool):
             raise TypeError("shared and noreserve must be bools")
-        if not shared:
-            raise Unsupported("MAP_PRIVATE is not modelled")
         if length == 0:
             raise _err(errno.EINVAL, "mmap: length 0")
-        if offset % h.size:
-            raise _err(errno.EINVAL, "mmap: offset not hugepage aligned (hugetlbfs_file_mmap)")
+        if offset % self.PS:
+            raise _err(errno.EINVAL, "mmap: offset not page aligned")
         length = -(-length // h.size) * h.size           # ksys_mmap_pgoff: ALIGN(len, huge)
         if addr is None:
             start = self._get_unmapped_area(mm, length, h.size)
@@ -814,11 +909,30 @@ class RefMachine:
                 raise _err(errno.EINVAL, "mmap(MAP_FIXED): addr not hugepage aligned")
             if start + length > self.task_size or start < h.size:
                 raise _err(errno.ENOMEM, "mmap(MAP_FIXED): outside the address space")
-            if any(v.start < start + length and start < v.end for v in mm.vmas):
-                self._do_munmap(mm, start, start + length)
+        replaced = addr is not None and any(v.start < start + length and start < v.end
+                                            for v in mm.vmas)
+        if replaced:
+            self._do_munmap(mm, start, start + length)
+        try:
+            return self._mmap_region(mm, st, h, start, length, offset, shared, noreserve)
+        except OSError as e:
+            if replaced and not isinstance(e, StateKept):
+                # the replaced mapping is gone already: MAP_FIXED leaves a hole
+                raise StateKept(e.errno, "mmap failed after MAP_FIXED unmapped the old range") from None
+            raise
+
+    def _mmap_region(self, mm, st, h, start, length, offset, shared, noreserve):
+        if offset % h.size:
+            raise _err(errno.EINVAL, "mmap: offset not hugepage aligned (hugetlbfs_file_mmap)")
         first = offset >> h.shift
         n = length >> h.shift
-        if not noreserve:
+        resv = None
+        if not noreserve and not shared:
+            # a private VMA: its own reserve map, one reservation per page (chg = to - from)
+            if self._nr_rsvd(h) + n > self._nr_free(h):
+                raise _err(errno.ENOMEM, "mmap(MAP_PRIVATE): cannot reserve hugepages")
+            resv = set()
+        elif not noreserve:
             # hugetlb_reserve_pages: reserve what the reserve map lacks (hugetlb_acct_memory)
             chg = [i for i in range(first, first + n) if i not in st.resv_map]
             if self._nr_rsvd(h) + len(chg) > self._nr_free(h):
@@ -827,7 +941,7 @@ class RefMachine:
         if offset + length > st.i_size:
             st.i_size = offset + length                   # hugetlbfs_file_mmap (VM_WRITE)
         mm.vmas.append(Vma(start, start + length, st.id, offset >> self.geometry.page_shift,
-                           noreserve))
+                           noreserve, shared=shared, resv=resv))
         mm.vmas.sort(key=lambda v: v.start)
         return start
 
@@ -850,7 +964,17 @@ class RefMachine:
         self._do_munmap(mm, addr, end)
 
     def _do_munmap(self, mm, start, end):
-        self._check_split(mm, (start, end))
+        # vms_gather_munmap_vmas: the split at the start is made before the one at the end is
+        # tried, and is not undone when that fails
+        self._check_split(mm, (start,))
+        try:
+            self._check_split(mm, (end,))
+        except OSError as e:
+            v = self._find_vma(mm, start)
+            if v is None or v.start == start:
+                raise
+            self._split(mm, v, start)
+            raise StateKept(e.errno, "munmap: the end split failed; the start split stays") from None
         gone = self._split_range(mm, start, end)
         if not gone:
             return
@@ -894,8 +1018,12 @@ class RefMachine:
                 c = v.copy(ctx=new_ctx[v.ctx])
             else:
                 c = v.copy()
+            if not v.shared:                          # the reserve map is not the child's
+                c.resv, c.resv_unmapped = None, False
             child.vmas.append(c)
-            if "wp" in c.modes:                      # vma_needs_copy: userfaultfd_wp(dst_vma)
+            # vma_needs_copy: userfaultfd_wp(dst_vma), or an anon_vma (a private VMA that has
+            # had an anonymous page)
+            if "wp" in c.modes or v.anon_vma:
                 self._copy_hugetlb_page_range(parent, child, v, c)
         return RefProcess(self, child.pid)
 
@@ -911,12 +1039,16 @@ class RefMachine:
                 dt.slots[self._idx(a, h.level)] = self._clone(e)
 
     # ---- faults ----------------------------------------------------------------------------
-    def _sys_touch(self, proc, addr):
+    def _sys_touch(self, proc, addr, write=True):
         mm = self._mm(proc)
         addr = _int("addr", addr)
         vma = self._find_vma(mm, addr)
         if vma is None:
             raise SigSegv(addr)
+        if (write and not vma.prot & 2) or not vma.prot & 7:
+            raise SigSegv(addr, "access_error")
+        if not vma.shared:
+            return self._private_fault(mm, vma, addr, bool(write))
         t, e = self._walk(mm.root, addr)
         if isinstance(e, Leaf):
             return None                              # mapped: no fault
@@ -948,6 +1080,135 @@ class RefMachine:
         base = addr & ~(self._size(t.level) - 1)
         _, pindex = self._file_index(vma, base)
         t.slots[self._idx(addr, t.level)] = Leaf(folio, pindex, t.level)
+
+    # ---- mprotect: VMA by VMA; a VMA already at the protection is not split; a failed split
+    # or a hole stops the walk and keeps what was done; shared PMD pages in a changed range
+    # are unshared (hugetlb_change_protection)
+    def _sys_mprotect(self, proc, addr, length, prot):
+        mm = self._mm(proc)
+        addr, length, prot = _int("addr", addr), _int("length", length), _int("prot", prot)
+        if addr % self.PS or prot & ~7:
+            raise _err(errno.EINVAL, "mprotect: bad addr or prot")
+        end = addr + -(-length // self.PS) * self.PS
+        if end == addr:
+            return 0
+        if end > self.task_size:
+            raise _err(errno.ENOMEM, "mprotect: outside the address space")
+        vs = [v for v in mm.vmas if v.start < end and addr < v.end]
+        if not vs or vs[0].start > addr:
+            raise _err(errno.ENOMEM, "mprotect: no VMA at the start")
+        tmp, changed, err = vs[0].start, 0, None
+        for v in vs:
+            if v.start != tmp:
+                err = errno.ENOMEM
+                break
+            a, b = max(addr, v.start), min(end, v.end)
+            if v.prot != prot:
+                if any(v.start < x < v.end and x % self._hs(v).size for x in (a, b)):
+                    err = errno.EINVAL
+                    break
+                for piece in self._split_range(mm, a, b, which=lambda x: x is v or
+                                               (x.start < b and a < x.end and x.prot != prot)):
+                    piece.prot = prot
+                self._unshare_range(mm, a, b)
+                changed += 1
+            tmp = b
+        if err is None and tmp < end:
+            err = errno.ENOMEM
+        if err is not None:
+            if changed:
+                raise StateKept(err, "mprotect: stopped; earlier VMAs changed")
+            raise _err(err, "mprotect failed")
+        return 0
+
+    # ---- MAP_PRIVATE -----------------------------------------------------------------------
+    # A private VMA maps the page cache's page read-only, or an anonymous folio of its own
+    # (never in a page cache); a write to a page it does not own alone (an anonymous folio
+    # mapped by one leaf) copies it.  The owner of the reserve map uses a reservation for an
+    # index only once, and not for the copy of a page it shares after fork; when the owner's
+    # copy cannot be had, the other private non-owner VMAs mapping that page lose it and get
+    # SIGBUS on their next fault (hugetlb_no_page, hugetlb_wp, unmap_ref_private).
+    def _alloc_anon(self, vma, idx, avoid_reserve):
+        h = self._hs(vma)
+        use_resv = not avoid_reserve and vma.resv is not None and idx not in vma.resv
+        if not use_resv and self._nr_free(h) - self._nr_rsvd(h) <= 0:
+            raise LookupError("no free hugepage")
+        fid = min(f for f in self._pool[h.index] if not self._in_use(f))
+        if vma.resv is not None:
+            vma.resv.add(idx)
+        return fid
+
+    def _set_leaf(self, mm, vma, addr, folio):
+        h = self._hs(vma)
+        t = self._alloc_tables(mm, vma, addr, h.level)
+        t.slots[self._idx(addr, h.level)] = Leaf(folio, 0, h.level)
+        self._cache = None
+
+    def _private_fault(self, mm, vma, addr, write):
+        h = self._hs(vma)
+        st = self._s.files[vma.file]
+        idx, _ = self._file_index(vma, addr)
+        t, e = self._walk(mm.root, addr)
+        if not isinstance(e, Leaf):
+            if vma.resv_unmapped:
+                raise SigBus(addr, "HPAGE_RESV_UNMAPPED")
+            folio = st.pc.get(idx)
+            if folio is None:
+                if idx >= st.i_size >> h.shift:
+                    raise SigBus(addr, "beyond i_size")
+                if "missing" in vma.modes:
+                    raise UserfaultPending(addr, "missing")
+                try:
+                    folio = self._alloc_anon(vma, idx, False)
+                except LookupError:
+                    raise SigBus(addr, "no hugepage") from None
+                vma.anon_vma = True
+                self._set_leaf(mm, vma, addr, folio)
+                return None
+            if "minor" in vma.modes:
+                raise UserfaultPending(addr, "minor")
+            self._set_leaf(mm, vma, addr, folio)
+            if not write:
+                return None
+            old = folio
+        elif not write:
+            return None
+        else:
+            old = e.folio
+        anon = old not in self._s.folio_owner
+        if anon and self._leaf_counts()[old] == 1:
+            return None                                   # the exclusive owner reuses it
+        outside = vma.resv is not None and old != st.pc.get(idx)
+        try:
+            new = self._alloc_anon(vma, idx, outside)
+        except LookupError:
+            if outside:
+                self._unmap_ref_private(mm, vma, old, addr)
+                if self._leaf_counts().get(old, 0) == 1:
+                    return None
+            raise SigBus(addr, "no hugepage for the copy") from None
+        vma.anon_vma = True
+        self._set_leaf(mm, vma, addr, new)
+        return None
+
+    def _unmap_ref_private(self, mm, vma, old, addr):
+        h = self._hs(vma)
+        pgoff = (((addr & ~(h.size - 1)) - vma.start) >> self.geometry.page_shift) + vma.pgoff
+        for other in self._s.mms.values():
+            if not other.alive:
+                continue
+            for v in other.vmas:
+                if v is vma or v.file != vma.file or v.shared or v.resv is not None:
+                    continue
+                n = (v.end - v.start) >> self.geometry.page_shift
+                if not v.pgoff <= pgoff < v.pgoff + n:
+                    continue
+                a = v.start + ((pgoff - v.pgoff) << self.geometry.page_shift)
+                t, e = self._walk(other.root, a)
+                if isinstance(e, Leaf) and e.folio == old:
+                    self._zap(other, v, a, a + h.size)
+                    v.resv_unmapped = True
+        self._cache = None
 
     # ---- madvise ---------------------------------------------------------------------------
     def _sys_madvise(self, proc, addr, length, advice):
@@ -981,6 +1242,14 @@ class RefMachine:
                     plan.append((v, s, e))
             for v, s, e in plan:
                 self._zap(mm, v, s, e)
+        elif advice == MADV_REMOVE:
+            for k, v in enumerate(vs):
+                if not v.shared:
+                    if k:
+                        raise StateKept(errno.EACCES, "EACCES: MADV_REMOVE on a private VMA")
+                    raise _err(errno.EACCES, "MADV_REMOVE on a private VMA")
+                s_, e_ = max(addr, v.start), min(end, v.end)
+                self._punch_hole(self._s.files[v.file], (s_ - v.start) + (v.pgoff << self.geometry.page_shift), e_ - s_)
         elif advice == MADV_SPLIT:
             self._check_split(mm, (addr, end))
             for v in self._split_range(mm, addr, end):
@@ -1083,13 +1352,21 @@ class RefMachine:
         mm = self._mm(proc)
         addr, end = self._validate_range(addr, length)
         vs = self._uffd_first_checks(mm, addr, end)
-        registered = [v for v in vs if v.ctx is not None]
-        self._check_split(mm, [p for p in (addr, end)
-                               if any(v.start < p < v.end for v in registered)])
-        for v in self._split_range(mm, addr, end, which=lambda v: v.ctx is not None):
-            if v.ctx is not None:
-                i = mm.vmas.index(v)
-                mm.vmas[i] = v.copy(modes=frozenset(), ctx=None, event_fork=False)
+        # userfaultfd_unregister: VMA by VMA; a split that fails leaves the VMAs before it
+        # unregistered
+        done = 0
+        for v in [v for v in vs if v.ctx is not None]:
+            hs = self._hs(v).size
+            if any(v.start < p < v.end and p % hs for p in (addr, end)):
+                if done:
+                    raise StateKept(errno.EINVAL, "EINVAL: UFFDIO_UNREGISTER: a later split failed")
+                raise _err(errno.EINVAL, "split of a hugetlb VMA off a hugepage boundary")
+            a, b = max(addr, v.start), min(end, v.end)
+            for piece in self._split_range(mm, a, b, which=lambda x: x is v or x.ctx is not None):
+                if piece.ctx is not None:
+                    i = mm.vmas.index(piece)
+                    mm.vmas[i] = piece.copy(modes=frozenset(), ctx=None, event_fork=False)
+            done += 1
         return 0
 
     def _sys_uffdio_continue(self, proc, addr, length):

@@ -288,9 +288,24 @@ class EquivalenceMachine(RuleBasedStateMachine):
         whole = max(hs, self.files[j][1].size)
         off = data.draw(st.sampled_from([0, 0, 0, hs, 2 * hs, self.PS, 5 * hs]), label="off")
         length = data.draw(st.sampled_from([whole, whole, hs, 2 * hs, self.PS, 3 * hs, 0]), label="len")
+        mode = data.draw(st.sampled_from([0, 0, 0, hv.FALLOC_FL_KEEP_SIZE,
+                                          hv.FALLOC_FL_PUNCH_HOLE | hv.FALLOC_FL_KEEP_SIZE,
+                                          hv.FALLOC_FL_PUNCH_HOLE | hv.FALLOC_FL_KEEP_SIZE,
+                                          hv.FALLOC_FL_PUNCH_HOLE, 0x10]), label="mode")
         f, r = self.files[j]
-        self.both("fallocate(%d, %d, %d)" % (j, off, length), lambda: f.fallocate(off, length),
-                  lambda: r.fallocate(off, length))
+        self.both("fallocate(%d, %d, %d, mode=%#x)" % (j, off, length, mode),
+                  lambda: f.fallocate(off, length, mode), lambda: r.fallocate(off, length, mode))
+
+    @precondition(lambda self: self.files)
+    @rule(data=st.data())
+    def rule_ftruncate(self, data):
+        j = self.draw_file(data)
+        hs = self.hs_of_file(j)
+        size = data.draw(st.sampled_from([0, hs, 2 * hs, 4 * hs, self.PS, hs + self.PS]),
+                         label="size")
+        f, r = self.files[j]
+        self.both("ftruncate(%d, %#x)" % (j, size), lambda: f.ftruncate(size),
+                  lambda: r.ftruncate(size))
 
     @precondition(lambda self: self.files)
     @rule(data=st.data())
@@ -319,12 +334,13 @@ class EquivalenceMachine(RuleBasedStateMachine):
         if data.draw(st.integers(0, 3), label="fixed?") == 0:
             addr = self.draw_addr(data, data.draw(st.integers(0, len(self.procs) - 1)))
         noreserve = data.draw(st.booleans(), label="noreserve")
+        shared = data.draw(st.sampled_from([True, True, False]), label="shared")
         (p, q) = self.procs[i]
         (f, r) = self.files[j]
-        fo, ro = self.both("mmap(p%d, f%d, len=%#x, off=%#x, addr=%s, noreserve=%s)" % (
-            i, j, length, offset, addr if addr is None else hex(addr), noreserve),
-            lambda: p.mmap(f, length, offset=offset, addr=addr, noreserve=noreserve),
-            lambda: q.mmap(r, length, offset=offset, addr=addr, noreserve=noreserve))
+        fo, ro = self.both("mmap(p%d, f%d, len=%#x, off=%#x, addr=%s, noreserve=%s, shared=%s)" % (
+            i, j, length, offset, addr if addr is None else hex(addr), noreserve, shared),
+            lambda: p.mmap(f, length, offset=offset, addr=addr, noreserve=noreserve, shared=shared),
+            lambda: q.mmap(r, length, offset=offset, addr=addr, noreserve=noreserve, shared=shared))
         if fo[0] == "ok":
             a = fo[1]
             for x in (a, a + self.PS, a + hs, a + hs // 2, a + length - self.PS):
@@ -341,11 +357,23 @@ class EquivalenceMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.procs)
     @rule(data=st.data())
+    def rule_mprotect(self, data):
+        i = self.draw_proc(data)
+        a, length = self.draw_range(data, i)
+        prot = data.draw(st.sampled_from([hv.PROT_READ, hv.PROT_READ | hv.PROT_WRITE,
+                                          hv.PROT_NONE, 8]), label="prot")
+        p, q = self.procs[i]
+        self.both("mprotect(p%d, %#x, %#x, %d)" % (i, a, length, prot),
+                  lambda: p.mprotect(a, length, prot), lambda: q.mprotect(a, length, prot))
+
+    @precondition(lambda self: self.procs)
+    @rule(data=st.data())
     def rule_madvise(self, data):
         i = self.draw_proc(data)
         a, length = self.draw_range(data, i)
         advice = data.draw(st.sampled_from([hv.MADV_DONTNEED] * 3 + [hv.MADV_SPLIT] * 2
-                                           + [hv.MADV_COLLAPSE] * 2 + [7]), label="advice")
+                                           + [hv.MADV_COLLAPSE] * 2 + [hv.MADV_REMOVE] * 2 + [7]),
+                           label="advice")
         p, q = self.procs[i]
         self.both("madvise(p%d, %#x, %#x, %d)" % (i, a, length, advice),
                   lambda: p.madvise(a, length, advice), lambda: q.madvise(a, length, advice))
@@ -357,7 +385,9 @@ class EquivalenceMachine(RuleBasedStateMachine):
         a = self.draw_addr(data, i)
         p, q = self.procs[i]
         self.note_probe(a)
-        self.both("touch(p%d, %#x)" % (i, a), lambda: p.touch(a), lambda: q.touch(a))
+        write = data.draw(st.booleans(), label="write")
+        self.both("touch(p%d, %#x, write=%s)" % (i, a, write), lambda: p.touch(a, write=write),
+                  lambda: q.touch(a, write=write))
 
     @precondition(lambda self: self.procs and len(self.procs) < 8)
     @rule(data=st.data())
@@ -534,7 +564,8 @@ class EquivalenceMachine(RuleBasedStateMachine):
         for i, (p, q) in enumerate(self.procs):
             assert p.alive == q.alive
             fv = tuple((v.start, v.end, v.file, v.pgoff, v.noreserve, v.uffd_modes,
-                        v.uffd_event_fork, v.hgm) for v in p.vmas)
+                        v.uffd_event_fork, v.hgm, v.shared, v.resv >= 0, v.anon_vma,
+                        v.resv_unmapped, v.prot) for v in p.vmas)
             assert fv == q.vmas, "process %d VMAs: fast %r, reference %r" % (i, fv, q.vmas)
             probes = set(self.probes)
             for v in q.vmas:

@@ -148,7 +148,7 @@ MALFORMED = [
      '\n[[step]]\nop = "Exit"\nproc = "q"\n', 23, "proc", "unknown process label 'q'"),
     ("bad advice", HEADER + GOOD_STEPS + '\n[[step]]\nop = "Madvise"\nproc = "p"\naddr = 0\n'
      'length = 4096\nadvice = "MADV_FREE"\n', 21, "advice",
-     "'MADV_FREE' is not allowed; allowed: MADV_DONTNEED, MADV_COLLAPSE, MADV_SPLIT"),
+     "'MADV_FREE' is not allowed; allowed: MADV_DONTNEED, MADV_REMOVE, MADV_COLLAPSE, MADV_SPLIT"),
     ("bad expect", HEADER + GOOD_STEPS + '\n[[step]]\nop = "Spawn"\nproc = "q"\nexpect = "EWHAT"\n',
      19, "expect", "is not an outcome"),
     ("expect names another scheme", HEADER + GOOD_STEPS +

@@ -86,6 +86,8 @@ libc.munmap.restype = ctypes.c_int
 libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 libc.madvise.restype = ctypes.c_int
 libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+libc.mprotect.restype = ctypes.c_int
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 libc.syscall.restype = ctypes.c_long
 libc.ioctl.restype = ctypes.c_int
 libc.ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
@@ -282,7 +284,7 @@ class Worker:
             flags |= MAP_NORESERVE
         addr = msg.get("addr")
         if addr is not None:
-            flags |= MAP_FIXED_NOREPLACE
+            flags |= MAP_FIXED if msg.get("replace") else MAP_FIXED_NOREPLACE
         prot = msg.get("prot", PROT_READ | PROT_WRITE)
         ctypes.set_errno(0)
         r = libc.mmap(addr or None, msg["length"], prot, flags, fd, msg.get("offset", 0))
@@ -295,6 +297,11 @@ class Worker:
             _raise_errno("munmap")
         for u in self.uffds.values():
             u.forget(msg["addr"], msg["addr"] + msg["length"])
+        return {"ok": 0}
+
+    def op_mprotect(self, msg, fds, out_fds):
+        if libc.mprotect(msg["addr"], msg["length"], msg["prot"]) != 0:
+            _raise_errno("mprotect")
         return {"ok": 0}
 
     def op_madvise(self, msg, fds, out_fds):

@@ -219,6 +219,15 @@ class LiveFile:
         os.ftruncate(self.fd, size)
         self.size = size
 
+    def fallocate(self, offset: int, length: int, mode: int = 0) -> None:
+        """fallocate(2) with a mode (os.posix_fallocate has none)."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long)
+        if libc.fallocate(self.fd, mode, offset, length) != 0:
+            e = ctypes.get_errno()
+            raise OSError(e, "fallocate: %s" % os.strerror(e))
+        self.size = os.fstat(self.fd).st_size
+
     def __repr__(self):
         return "<LiveFile %s fd=%d %s hstate=%s%s>" % (
             self.name, self.fd, _fmt_size(self.size), _fmt_size(self.hstate),
@@ -279,15 +288,30 @@ class LiveProcess:
     # the scripting API
     def mmap(self, f: LiveFile, length: int, offset: int = 0, shared: bool = True,
              addr: int | None = None, noreserve: bool = False, prot: str = "rw") -> int:
-        """mmap(addr, length, prot, MAP_SHARED|..., f, offset); ``addr`` is MAP_FIXED_NOREPLACE."""
+        """mmap(addr, length, prot, MAP_SHARED|MAP_PRIVATE..., f, offset).  ``addr`` is
+        MAP_FIXED_NOREPLACE; when that finds the range taken by hugetlb memfd mappings (the
+        scenario's own), it is MAP_FIXED, which replaces them, as the simulator's ``addr=`` does."""
         p = (1 if "r" in prot else 0) | (2 if "w" in prot else 0)
         if f.closed:
             raise OSError(_errno.EBADF, "EBADF: the file is closed")
-        return self._call({"op": "mmap", "length": length, "offset": offset, "shared": shared,
-                           "addr": addr, "noreserve": noreserve, "prot": p}, fds=[f.fd])
+        msg = {"op": "mmap", "length": length, "offset": offset, "shared": shared, "addr": addr,
+               "noreserve": noreserve, "prot": p}
+        try:
+            return self._call(msg, fds=[f.fd])
+        except OSError as e:
+            if e.errno != _errno.EEXIST or addr is None:
+                raise
+            taken = [v for v in procfs.read_maps(self.pid)
+                     if v.start < addr + length and addr < v.end]
+            if not taken or any("memfd:" not in v.path for v in taken):
+                raise
+            return self._call(dict(msg, replace=True), fds=[f.fd])
 
     def munmap(self, addr: int, length: int) -> None:
         self._call({"op": "munmap", "addr": addr, "length": length})
+
+    def mprotect(self, addr: int, length: int, prot: int) -> None:
+        self._call({"op": "mprotect", "addr": addr, "length": length, "prot": prot})
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
         self._call({"op": "madvise", "addr": addr, "length": length, "advice": advice})

@@ -109,6 +109,8 @@ class CheckScenario:
 Step = CheckStep                  # the old names
 Scenario = CheckScenario
 _ADVICE = {v: k for k, v in O.ADVICE_NAMES.items()}
+_FALLOC = {v: k for k, v in O.FALLOC_MODES.items()}
+_PROT = {v: k for k, v in O.PROT_NAMES.items()}
 
 
 # --- step builders (they only build data) -----------------------------------------------------
@@ -120,8 +122,8 @@ def spawn(bind, **kw):
     return CheckStep(O.Spawn(bind), **kw)
 
 
-def mmap(proc, bind, file, length, offset=0, addr=None, noreserve=False, **kw):
-    return CheckStep(O.Mmap(proc, file, length, bind, offset, addr, noreserve), **kw)
+def mmap(proc, bind, file, length, offset=0, addr=None, noreserve=False, shared=True, **kw):
+    return CheckStep(O.Mmap(proc, file, length, bind, offset, addr, noreserve, shared), **kw)
 
 
 def touch(proc, at, write=True, **kw):
@@ -154,6 +156,22 @@ def exit_(proc, **kw):
 
 def close(file, **kw):
     return CheckStep(O.Close(file), **kw)
+
+
+def ftruncate(file, size, **kw):
+    return CheckStep(O.Ftruncate(file, size), **kw)
+
+
+def fallocate(file, offset, length, mode=0, **kw):
+    return CheckStep(O.Fallocate(file, offset, length, _FALLOC[mode]), **kw)
+
+
+def unregister(proc, at, length, **kw):
+    return CheckStep(O.UffdioUnregister(proc, at.addr, length), **kw)
+
+
+def mprotect(proc, at, length, prot, **kw):
+    return CheckStep(O.Mprotect(proc, at.addr, length, _PROT[prot]), **kw)
 
 
 def P(name, proc, mapping, offset):
@@ -659,6 +677,239 @@ S.append(CheckScenario(
         madvise("p", At("a"), GiB, maps={"A": None, "A2": None, "B": 1}, pool=(-1, 0)),
     ),
     hstate=H1G))
+
+# --- issue 13: MAP_PRIVATE and copy on write (docs/kernel-notes/issue13.md §1) ---------------
+# A read of a private page is made only before any fork: a read through process_vm_readv pins
+# the page, and pinning an anonymous page that two processes map unshares it (a copy), which a
+# CPU load would not do.
+S.append(CheckScenario(
+    "private_cow_pagecache", "MAP_PRIVATE over a page-cache page: read maps it, write copies it",
+    "hugetlb_reserve_pages gives a private VMA its own reservation per page; hugetlb_no_page maps "
+    "the page the page cache holds read-only (kpagecount 2); a write goes through hugetlb_wp into "
+    "a new anonymous folio, consuming the reservation (each side 1); munmap frees the copy.",
+    {H2M: 2},
+    (P("S", "p", "s", 0x5000), P("Q", "p", "q", 0x5000)),
+    (
+        memfd("f", 2 * MiB),
+        spawn("p"),
+        mmap("p", "s", "f", 2 * MiB, pool=(0, +1)),
+        touch("p", At("s", 0x5000), maps={"S": 1}, pool=(-1, 0)),
+        mmap("p", "q", "f", 2 * MiB, shared=False, pool=(-1, +1),
+             why="a private VMA reserves every page of its range"),
+        touch("p", At("q", 0x5000), write=False, maps={"S": 2, "Q": 2}, pool=(-1, +1)),
+        touch("p", At("q", 0x5000), maps={"S": 1, "Q": 1}, pool=(-2, 0)),
+        munmap("p", At("q"), 2 * MiB, maps={"Q": None}, pool=(-1, 0)),
+    )))
+
+S.append(CheckScenario(
+    "private_anon_fault", "MAP_PRIVATE without a page-cache page: an anonymous folio",
+    "hugetlb_no_page allocates for a private VMA a folio that never enters the page cache: a "
+    "shared mapping of the same index then gets a different page.",
+    {H2M: 2},
+    (P("Q", "p", "q", 0x3000), P("S", "p", "s", 0x3000)),
+    (
+        memfd("f", 2 * MiB),
+        spawn("p"),
+        mmap("p", "q", "f", 2 * MiB, shared=False, pool=(0, +1)),
+        touch("p", At("q", 0x3000), write=False, maps={"Q": 1}, pool=(-1, 0)),
+        mmap("p", "s", "f", 2 * MiB, pool=(-1, +1)),
+        touch("p", At("s", 0x3000), maps={"Q": 1, "S": 1}, pool=(-2, 0),
+              why="a different page: kpagecount stays 1 on both"),
+        touch("p", At("q", 0x3000), maps={"Q": 1, "S": 1}, pool=(-2, 0),
+              why="exclusive anonymous page: hugetlb_wp reuses it"),
+    )))
+
+S.append(CheckScenario(
+    "private_fork_cow", "fork shares a private page; the child's write copies it",
+    "copy_hugetlb_page_range copies a private VMA that has an anon_vma and write-protects both "
+    "sides (kpagecount 2); the child, which owns no reservation, copies on its write; its exit "
+    "frees the copy.",
+    {H2M: 2},
+    (P("A", "p", "q", 0x1000), P("C", "c", "q", 0x1000)),
+    (
+        memfd("f", 2 * MiB),
+        spawn("p"),
+        mmap("p", "q", "f", 2 * MiB, shared=False, pool=(0, +1)),
+        touch("p", At("q", 0x1000), maps={"A": 1}, pool=(-1, 0)),
+        fork("p", "c", maps={"A": 2, "C": 2}),
+        touch("c", At("q", 0x1000), maps={"A": 1, "C": 1}, pool=(-2, 0)),
+        exit_("c", pool=(-1, 0)),
+    )))
+
+S.append(CheckScenario(
+    "private_cow_unmap_ref", "The owner's COW with an empty pool unmaps the child's page",
+    "hugetlb_wp: the reservation owner cannot get a page for the copy of a page it shares with "
+    "a child, so unmap_ref_private unmaps the page from the child (HPAGE_RESV_UNMAPPED) and the "
+    "owner keeps it; the child's next fault there is SIGBUS.",
+    {H2M: 1},
+    (P("A", "p", "q", 0x1000), P("C", "c", "q", 0x1000)),
+    (
+        memfd("f", 2 * MiB),
+        spawn("p"),
+        mmap("p", "q", "f", 2 * MiB, shared=False, pool=(0, +1)),
+        touch("p", At("q", 0x1000), maps={"A": 1}, pool=(-1, 0)),
+        fork("p", "c", maps={"A": 2, "C": 2}),
+        touch("p", At("q", 0x1000), maps={"A": 1, "C": None}, pool=(-1, 0)),
+        touch("c", At("q", 0x1000), expect="SIGBUS", maps={"C": None}, pool=(-1, 0)),
+    ),
+    exclusive=True))
+
+# --- issue 13: truncation, hole punching, MADV_REMOVE (docs/kernel-notes/issue13.md §2-§4) ------
+PUNCH = 0x03                     # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+MADV_REMOVE = 9
+
+S.append(CheckScenario(
+    "ftruncate_shrink", "ftruncate: shrinking zaps every process, growing reserves nothing",
+    "hugetlbfs_setattr: a size off the hugepage size is EINVAL; hugetlb_vmtruncate zaps the "
+    "pages past the new end in every VMA, frees them and drops the reserve map past it (the "
+    "never-faulted page's reservation goes back); a touch past EOF is SIGBUS; growing again "
+    "reserves nothing, so the next fault takes an unreserved page.",
+    {H2M: 2},
+    (P("A", "p", "a", 0x5000), P("C", "c", "a", 0x5000)),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, +1)),
+        fork("p", "c", maps={"A": 1, "C": None}),
+        touch("c", At("a", 0x5000), maps={"A": 2, "C": 2}),
+        ftruncate("f", MiB, expect="EINVAL", maps={"A": 2, "C": 2}, pool=(-1, +1)),
+        ftruncate("f", 0, maps={"A": None, "C": None}, pool=(0, 0)),
+        touch("p", At("a", 0x5000), expect="SIGBUS", pool=(0, 0)),
+        ftruncate("f", 4 * MiB, pool=(0, 0)),
+        touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, 0)),
+    )))
+
+S.append(CheckScenario(
+    "punch_hole", "fallocate(PUNCH_HOLE|KEEP_SIZE): whole pages go, partial ones stay",
+    "hugetlbfs_punch_hole: a reserved, never-faulted page keeps its reservation; a mapped page "
+    "is zapped, freed and loses its reserve-map entry (the next touch is unreserved); a punch "
+    "inside one hugepage only zeroes bytes; PUNCH_HOLE without KEEP_SIZE is EOPNOTSUPP.",
+    {H2M: 2},
+    (P("A", "p", "a", 0x5000),),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, +1)),
+        fallocate("f", 2 * MiB, 2 * MiB, PUNCH, pool=(-1, +1)),
+        fallocate("f", 0, 2 * MiB, PUNCH, maps={"A": None}, pool=(0, +1)),
+        touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, +1)),
+        fallocate("f", 0x1000, 0x2000, PUNCH, maps={"A": 1}, pool=(-1, +1)),
+        fallocate("f", 0, 2 * MiB, 0x02, expect="EOPNOTSUPP", maps={"A": 1}),
+    )))
+
+S.append(CheckScenario(
+    "madv_remove", "MADV_REMOVE punches the file range for every process",
+    "madvise_remove: on a shared VMA, vfs_fallocate(PUNCH_HOLE|KEEP_SIZE) of the range it maps, "
+    "so the other process loses the page too; on a private VMA, EACCES.",
+    {H2M: 2},
+    (P("A", "p", "a", 0x5000), P("C", "c", "a", 0x5000), P("Q", "p", "q", 0x5000)),
+    (
+        memfd("f", 2 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 2 * MiB, pool=(0, +1)),
+        touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, 0)),
+        fork("p", "c"),
+        touch("c", At("a", 0x5000), maps={"A": 2, "C": 2}),
+        madvise("p", At("a"), 2 * MiB, MADV_REMOVE, maps={"A": None, "C": None}, pool=(0, 0)),
+        mmap("p", "q", "f", 2 * MiB, shared=False, pool=(0, +1)),
+        touch("p", At("q", 0x5000), maps={"Q": 1}, pool=(-1, 0)),
+        madvise("p", At("q"), 2 * MiB, MADV_REMOVE, expect="EACCES", maps={"Q": 1}),
+    )))
+
+S.append(CheckScenario(
+    "fallocate_enospc", "fallocate that runs out of pages keeps the pages it added",
+    "hugetlbfs_fallocate: the loop stops at the first page it cannot allocate (ENOSPC); the "
+    "pages added before stay in the page cache and i_size is not written; close frees them.",
+    {H2M: 2},
+    (),
+    (
+        memfd("f", 0),
+        fallocate("f", 0, 6 * MiB, expect="ENOSPC", pool=(-2, 0)),
+        close("f", pool=(0, 0)),
+    ),
+    exclusive=True))
+
+# --- issue 13: failed calls that keep partial progress (docs/kernel-notes/issue13.md §8) -------
+S.append(CheckScenario(
+    "munmap_split_kept", "munmap with an aligned start and an unaligned end keeps the start split",
+    "vms_gather_munmap_vmas splits at the start, then the end split fails in hugetlb_vm_op_split "
+    "(EINVAL) and the first split is not undone.  The kept split is visible through PMD sharing: "
+    "splitting off a PUD boundary unshares the PMD page (hugetlb_vm_op_split -> "
+    "hugetlb_unshare_pmds), so the caller's page is no longer mapped; nothing was unmapped in the "
+    "other process.",
+    {H2M: 1},
+    (P("A", "p", "a", 0x5000), P("C", "c", "a", 0x5000)),
+    (
+        memfd("f", GiB),
+        spawn("p"),
+        mmap("p", "a", "f", GiB, addr=PUD_ALIGNED, noreserve=True, pool=(0, 0)),
+        touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, 0)),
+        fork("p", "c"),
+        touch("c", At("a", 0x5000), maps={"A": 1, "C": 1},
+              why="the child shares the parent's PMD page: one mapping"),
+        munmap("p", At("a", 2 * MiB), 2 * MiB + 0x1000, expect="EINVAL",
+               maps={"A": None, "C": 1}, pool=(-1, 0)),
+    )))
+
+S.append(CheckScenario(
+    "map_fixed_hole", "MAP_FIXED over a mapping, then hugetlbfs_file_mmap fails: a hole",
+    "__mmap_region unmaps the old range and clears its page tables before hugetlbfs_file_mmap "
+    "refuses the unaligned offset (EINVAL); the old mapping is gone, its page stays in the page "
+    "cache.  An unaligned MAP_FIXED address is refused before anything (EINVAL, mapping kept).",
+    {H2M: 2},
+    (P("A", "p", "a", 0x5000),),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 2 * MiB, addr=PUD_ALIGNED, pool=(0, +1)),
+        touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, 0)),
+        mmap("p", "x", "f", 2 * MiB, addr=PUD_ALIGNED + 0x1000, expect="EINVAL", maps={"A": 1}),
+        mmap("p", "y", "f", 2 * MiB, offset=0x1000, addr=PUD_ALIGNED, expect="EINVAL",
+             maps={"A": None}, pool=(-1, 0)),
+    )))
+
+S.append(CheckScenario(
+    "uffd_unregister_partial", "UFFDIO_UNREGISTER that fails in a later VMA keeps the earlier ones",
+    "userfaultfd_unregister checks only the start up front and then works VMA by VMA: the first "
+    "VMA is unregistered before the split of the second off a hugepage boundary fails (EINVAL); a "
+    "touch of the first is then an ordinary fault, of the second still a userfault.",
+    {H2M: 2},
+    (P("A", "p", "a", 0x5000), P("B", "p", "b", 0x5000)),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 2 * MiB, addr=PUD_ALIGNED, pool=(0, +1)),
+        mmap("p", "b", "f", 2 * MiB, offset=2 * MiB, addr=PUD_ALIGNED + 2 * MiB, pool=(0, +2)),
+        register("p", At("a"), 4 * MiB, "missing"),
+        unregister("p", At("a"), 3 * MiB, expect="EINVAL"),
+        touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, +1)),
+        touch("p", At("b", 0x5000), expect="userfault:missing", maps={"B": None}),
+    ),
+    userfaultfd=True))
+
+S.append(CheckScenario(
+    "mprotect_split", "mprotect splits at hugepage boundaries; read-only is SIGSEGV on write",
+    "do_mprotect_pkey: a split off a hugepage boundary is EINVAL before anything changed; a "
+    "2 MiB-aligned range splits the VMA and a write there is SIGSEGV (a read is fine); walking "
+    "into a hole is ENOMEM after the VMAs before it got the new protection.",
+    {H2M: 2},
+    (P("A", "p", "a", 0x5000), P("B", "p", "a", 2 * MiB + 0x5000)),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB, addr=PUD_ALIGNED, pool=(0, +2)),
+        touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, +1)),
+        mprotect("p", At("a"), 2 * MiB + 0x1000, 1, expect="EINVAL"),
+        mprotect("p", At("a", 2 * MiB), 2 * MiB, 1),
+        touch("p", At("a", 2 * MiB + 0x5000), expect="SIGSEGV", maps={"B": None}),
+        touch("p", At("a", 2 * MiB + 0x5000), write=False, maps={"B": 1}, pool=(-2, 0)),
+        touch("p", At("a", 0x5000), maps={"A": 1}),
+        mprotect("p", At("a"), 6 * MiB, 3, expect="ENOMEM",
+                 why="the read-only VMA became writable before the walk met the hole"),
+        touch("p", At("a", 2 * MiB + 0x6000), maps={"A": 1, "B": 1}, pool=(-2, 0)),
+    )))
 
 SCENARIOS: tuple[CheckScenario, ...] = tuple(S)
 del S

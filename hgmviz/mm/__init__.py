@@ -13,21 +13,28 @@ UFFDIO_CONTINUE, the HGM fault path and MADV_COLLAPSE.
 Failure is atomic: an operation that fails (bad input or a kernel error) leaves the machine
 byte-identical.  Page-table writes are journalled by the core and rolled back; the small
 Python-side state (VMAs, page caches, the pool) is saved before each operation and restored
-on failure.  The exceptions are the kernel's own partial progress: UFFDIO_CONTINUE returning
-EAGAIN with ``mapped`` bytes (:class:`~hgmviz.errors.PartialProgress`), and madvise() over a
-range with holes, which applies the advice to the mapped parts and then returns ENOMEM
-(``madvise_walk_vmas``; :class:`~hgmviz.errors.StateKept`).
+on failure.  The exceptions are the kernel's own partial progress (docs/kernel-notes/issue13.md
+§8), raised with the kernel's errno as :class:`~hgmviz.errors.PartialProgress` (EAGAIN with
+``mapped``: UFFDIO_CONTINUE) or :class:`~hgmviz.errors.StateKept` (everything else):
+madvise() over holes (the mapped parts had the advice; ENOMEM), MADV_REMOVE stopped by a
+private VMA (EACCES), fallocate out of pages (the pages added stay; ENOSPC), munmap whose end
+split fails (the start split stays; EINVAL), MAP_FIXED whose hugetlbfs mmap fails (the old
+mapping is gone; EINVAL / ENOMEM), UFFDIO_UNREGISTER and mprotect stopped by a failing split
+or a hole (the VMAs before it changed; EINVAL / ENOMEM).
 
-Simplifications, each stated where it matters: MAP_PRIVATE is not modelled (the thread and HGM
-concern MAP_SHARED); VMAs are never merged; the kernel may leave an empty page-table page
+MAP_PRIVATE (:mod:`.hugetlb`: ``hugetlb_wp``, ``unmap_ref_private``) is mainline only (HGM
+concerns MAP_SHARED).  Simplifications, each stated where it matters: VMAs are never merged; the kernel may leave an empty page-table page
 behind when a fault or UFFDIO_CONTINUE fails after allocating it, the simulator does not (the
 HGM schemes' error-injection points model that).
 """
 from .checkpoint import Checkpoint, CheckpointMismatch
 from .machine import Machine
-from .structs import (MADV_COLLAPSE, MADV_DONTNEED, MADV_SPLIT, UFFD_MINOR, UFFD_MISSING, UFFD_WP,
-                      File, FileView, Folio, MachineState, MmView, PagemapEntry, Process, Vma)
+from .hugetlbfs import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+from .structs import (MADV_COLLAPSE, MADV_DONTNEED, MADV_REMOVE, MADV_SPLIT, PROT_EXEC,
+                      PROT_NONE, PROT_READ, PROT_WRITE, UFFD_MINOR, UFFD_MISSING, UFFD_WP, File,
+                      FileView, Folio, MachineState, MmView, PagemapEntry, Process, Vma)
 
 __all__ = ["Machine", "Process", "File", "Folio", "Vma", "PagemapEntry", "MachineState",
            "MmView", "FileView", "Checkpoint", "CheckpointMismatch", "MADV_DONTNEED",
-           "MADV_COLLAPSE", "MADV_SPLIT"]
+           "MADV_REMOVE", "MADV_COLLAPSE", "MADV_SPLIT", "FALLOC_FL_KEEP_SIZE",
+           "FALLOC_FL_PUNCH_HOLE", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC"]

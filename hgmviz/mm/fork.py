@@ -37,8 +37,10 @@ def spawn(m):
 def vma_needs_copy(dst: Vma, src: Vma) -> bool:
     """``vma_needs_copy`` (mm/memory.c): page tables are copied at fork only when the
     child VMA is uffd-wp (``userfaultfd_wp(dst_vma)``), or for PFNMAP/MIXEDMAP/anon VMAs,
-    none of which a shared hugetlb VMA is (lazy copy since bcd51a3c679d)."""
-    return bool(dst.uffd & UFFD_WP)
+    none of which a shared hugetlb VMA is (lazy copy since bcd51a3c679d); a private VMA
+    that has had an anonymous page has an ``anon_vma``: its tables are copied (both sides then
+    share its pages read-only until one writes: ``hugetlb_wp``)."""
+    return bool(dst.uffd & UFFD_WP) or src.anon_vma
 
 
 def dup_mmap(m, proc):
@@ -61,6 +63,9 @@ def dup_mmap(m, proc):
             c = replace(v, uffd=0, uffd_event_fork=False)    # userfaultfd_reset_ctx
         else:
             c = v
+        if not v.shared:
+            # hugetlb_dup_vma_private: "the reserve map which does not apply to children"
+            c = replace(c, resv=-1, consumed=frozenset(), resv_unmapped=False)
         child_vmas.append(c)
         m._files[v.file].nr_vmas += 1
         if vma_needs_copy(c, v):

@@ -3,18 +3,21 @@
 Names and rules: mainline v6.2 (``alloc_hugetlb_folio``, ``hugetlb_reserve_pages``,
 ``want_pmd_share``, ``huge_pmd_share``, ``hugetlb_fault``, ``hugetlb_no_page``,
 ``copy_hugetlb_page_range``, ``hugetlb_unshare_all_pmds``); the HGM fault path from the
-HGM series v2 24/46.  Every function takes the :class:`~hgmviz.mm.machine.Machine` first.
+HGM series v2 24/46; MAP_PRIVATE (``hugetlb_wp``, ``unmap_ref_private``,
+``hugetlb_vm_op_close``: the section at the end).  Every function takes the
+:class:`~hgmviz.mm.machine.Machine` first.
 """
 from __future__ import annotations
 
 import errno
+from dataclasses import replace
 
 import numpy as np
 
 from .. import core
 from ..errors import SigBus, SigSegv, UserfaultPending, syscall_error
-from .structs import (UFFD_MINOR, UFFD_MISSING, UFFD_WP, Vma, _FileState, _MmState, _check_int,
-                      _fmt)
+from .structs import (PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, UFFD_MINOR, UFFD_MISSING,
+                      UFFD_WP, Vma, _FileState, _MmState, _check_int, _fmt)
 
 
 def free_folios(m, h) -> np.ndarray:
@@ -134,8 +137,44 @@ def handle_mm_fault(m, proc, addr, write):
     vma = m._find_vma(mm, addr)
     if vma is None:
         raise SigSegv(addr)
-    hugetlb_fault(m, mm, vma, addr)
+    if access_error(vma, bool(write)):
+        raise SigSegv(addr, "the VMA is %s: a %s is not allowed (access_error)"
+                      % (prot_text(vma.prot), "write" if write else "read"))
+    if vma.shared:
+        hugetlb_fault(m, mm, vma, addr)
+    else:
+        hugetlb_fault_private(m, mm, vma, addr, bool(write))
     m._finish()
+
+
+def access_error(vma, write: bool) -> bool:
+    """``access_error`` (arch/x86/mm/fault.c): a write needs VM_WRITE, a read VM_READ (or
+    VM_WRITE / VM_EXEC, which imply it on x86)."""
+    if write:
+        return not vma.prot & PROT_WRITE
+    return not vma.prot & (PROT_READ | PROT_WRITE | PROT_EXEC)
+
+
+def prot_text(prot: int) -> str:
+    if prot == PROT_NONE:
+        return "PROT_NONE"
+    return "|".join(n for bit, n in ((PROT_READ, "PROT_READ"), (PROT_WRITE, "PROT_WRITE"),
+                                     (PROT_EXEC, "PROT_EXEC")) if prot & bit)
+
+
+def hugetlb_fault_private(m, mm, vma, addr, write):
+    """``hugetlb_fault`` on a private VMA: ``hugetlb_no_page`` for a none entry, and for a write
+    to a present one ``hugetlb_wp``."""
+    h = m._hstate_of(vma)
+    m.call_path = ["handle_mm_fault", "hugetlb_fault"]
+    kind, _, _ = core.probe(m.pt.P, m._g, mm.pgd, addr, h.level, 0)
+    if kind == 0:
+        hugetlb_no_page_private(m, mm, vma, addr, write)
+    elif write:
+        st = m._files[vma.file]
+        idx = linear_page_index(m, vma, addr, h)
+        pc = int(st.pc[idx]) if idx < st.pc.size else -1
+        hugetlb_wp(m, mm, vma, addr, pc)
 
 
 def hugetlb_fault(m, mm: _MmState, vma: Vma, addr: int):
@@ -197,3 +236,254 @@ def copy_hugetlb_page_range(m, dst: _MmState, src: _MmState, vma: Vma):
     h = m._hstate_of(vma)
     m._kcall(core.copy_range, m._g, m._fl, src.pgd, dst.pgd, dst.pid, vma.start, vma.end,
              h.level, h.shift, m._res)
+
+
+# =========================================================================================
+# MAP_PRIVATE and copy on write (mainline; HGM concerns MAP_SHARED only).
+#
+# At v6.3 (the stored copy read for docs/kernel-notes/issue13.md §1), checked against the
+# running 6.18 kernel (tools/probes/issue13.c and the live scenarios private_*):
+# * hugetlb_reserve_pages for a private VMA: a per-VMA reserve map owned by the mapping process
+#   (HPAGE_RESV_OWNER), one reservation per page; its entries mean "this index's reservation
+#   was consumed" (__vma_reservation_common); Vma.consumed keeps them, shared by the pieces of
+#   a split VMA (hugetlb_vm_op_open).
+# * hugetlb_no_page: a page the page cache holds is mapped read-only; otherwise an anonymous
+#   folio ("only VM_MAYSHARE adds to the page cache").
+# * hugetlb_wp: a write to a page this VMA does not own alone copies it into a new anonymous
+#   folio; an exclusive anonymous page is reused; when the reservation owner cannot get a page
+#   for the copy, unmap_ref_private takes the page from the other processes.
+# * hugetlb_vm_op_close returns a closing VMA's unconsumed reservations; an anonymous folio
+#   returns to the pool with its last mapping (free_huge_folio).
+# Whether an entry is writable is not stored: "reuse when anonymous and mapped once, copy
+# otherwise" gives what a stored write bit gives for every sequence the simulator can run
+# (uffd-wp, the one exception, is not modelled on private VMAs).  A failed COW rolls back the
+# read-only mapping hugetlb_no_page made first (the kernel keeps it; the process is SIGBUSed).
+# =========================================================================================
+
+def linear_page_index(m, vma, addr, h) -> int:
+    """The file's hugepage index ``addr`` stands for in ``vma`` (``vma_hugecache_offset``)."""
+    return (((addr - vma.start) >> m.geometry.page_shift) + vma.pgoff) >> h.order
+
+
+def hugetlb_reserve_pages_private(m, h, n: int) -> None:
+    """``hugetlb_reserve_pages`` for a private VMA: ``chg = to - from`` — every page of the
+    range, whatever the inode's map says — then ``hugetlb_acct_memory``: ENOMEM when the free
+    pages cannot cover HugePages_Rsvd + chg."""
+    free = m._pool_free(h)
+    if m._resv[h.index] + n > free:
+        raise syscall_error(errno.ENOMEM, "mmap(MAP_PRIVATE): cannot reserve %d %s hugepage(s): "
+                            "HugePages_Free %d, HugePages_Rsvd %d (hugetlb_acct_memory); use "
+                            "noreserve=True or raise nr_hugepages"
+                            % (n, _fmt(h.size), free, m._resv[h.index]))
+    m._resv[h.index] += n
+    m.call_path.append("hugetlb_reserve_pages")
+
+
+def vma_commit_reservation(m, mm, vma, idx: int):
+    """``vma_commit_reservation`` on a private map: record ``idx`` as consumed, in every piece
+    of the VMA (they share one ``resv_map``).  Returns the VMA as it now is."""
+    if vma.resv < 0 or idx in vma.consumed:
+        return vma
+    consumed = vma.consumed | {idx}
+    new = []
+    out = vma
+    for v in mm.vmas:
+        if v.resv == vma.resv:
+            nv = replace(v, consumed=consumed)
+            if v == vma:
+                out = nv
+            v = nv
+        new.append(v)
+    mm.vmas = new
+    return out
+
+
+def _set_vma(mm, old, **changes):
+    new = replace(old, **changes)
+    mm.vmas = [new if v == old else v for v in mm.vmas]
+    return new
+
+
+def alloc_hugetlb_folio_anon(m, mm, vma, idx: int, avoid_reserve: bool):
+    """``alloc_hugetlb_folio(vma, addr, avoid_reserve)`` for an anonymous folio.
+
+    The owner's reservation for ``idx`` is used unless it was consumed or ``avoid_reserve``
+    (``vma_has_reserves``); otherwise a page is there only if HugePages_Free - HugePages_Rsvd
+    > 0.  The index is then recorded as consumed in the owner's map.  Returns ``(fid, vma)``
+    or raises ``LookupError`` (the caller maps it to SIGBUS: ``vmf_error(-ENOSPC)``)."""
+    h = m._hstate_of(vma)
+    free = m._free_folios(h)
+    if not avoid_reserve and vma.resv >= 0 and idx not in vma.consumed:
+        m._resv[h.index] -= 1
+    elif free.size - m._resv[h.index] <= 0:
+        raise LookupError("no free %s hugepage: HugePages_Free %d, HugePages_Rsvd %d"
+                          % (_fmt(h.size), free.size, m._resv[h.index]))
+    vma = vma_commit_reservation(m, mm, vma, idx)
+    fid = int(free[0])
+    m._folio_used[fid] = 1
+    m._folio_file[fid] = -1
+    m._folio_index[fid] = -1
+    m._emit(core.EV_FOLIO_ALLOC, -1, 0, h.shift, 1, int(m._folio_pfn[fid]), fid)
+    m.call_path.append("alloc_hugetlb_folio")
+    return fid, vma
+
+
+def _install(m, mm, vma, h, idx, fid, addr):
+    """``set_huge_pte_at`` of folio ``fid`` at the hugepage holding ``addr`` (guarded like a
+    fault: a refused reference is VM_FAULT_SIGBUS)."""
+    pc = np.full(idx + 1, -1, np.int32)
+    pc[idx] = fid
+    share = np.zeros(1, np.int32)
+
+    def run(limit):
+        m._kcall(core.install_range, m._g, mm.pgd, mm.pid, vma.start, vma.pgoff, h.shift,
+                 h.level, h.shift, pc, m._folio_pfn, addr, addr + 1, core.MODE_FAULT, 0, limit,
+                 0, share, 0, m._res)
+        return int(m._res[1])
+
+    _, refusal = m._guarded(run, "fault")
+    if refusal is not None:
+        raise SigBus(addr, "VM_FAULT_SIGBUS: the refcount guard refused folio %d at refcount %d"
+                     % (refusal.folio, refusal.refcount))
+
+
+def _zap_one(m, mm, vma, h, addr):
+    haddr = addr & ~(h.size - 1)
+    m._kcall(core.zap_range, m._g, m._fl, mm.pgd, mm.pid, haddr, haddr + h.size, h.level, m._res)
+
+
+def _mapped_folio(m, mm, h, addr) -> int:
+    kind, _, val = core.probe(m.pt.P, m._g, mm.pgd, addr, h.level, 0)
+    if kind != 1:
+        return -1
+    return int(core.pfn_to_folio(m._fl, int(val) >> 1))
+
+
+def hugetlb_no_page_private(m, mm, vma, addr: int, write: bool):
+    """``hugetlb_fault`` → ``hugetlb_no_page`` on a private VMA (mm/hugetlb.c, v6.3).
+
+    The page cache holds the page: map it read-only (``page_dup_file_rmap``: ref +1, map +1),
+    then, for a write, ``hugetlb_wp`` at once.  It does not: allocate an anonymous folio
+    (``hugepage_add_new_anon_rmap``), which never enters the page cache.  A VMA the owner's
+    failed COW unmapped (``HPAGE_RESV_UNMAPPED``) gets SIGBUS on any such fault."""
+    h = m._hstate_of(vma)
+    st = m._files[vma.file]
+    m.call_path.append("hugetlb_no_page")
+    if vma.resv_unmapped:
+        raise SigBus(addr, "the reservation owner's copy on write took this page "
+                     "(unmap_ref_private, HPAGE_RESV_UNMAPPED): \"killed due to inadequate "
+                     "hugepage pool\"")
+    idx = linear_page_index(m, vma, addr, h)
+    fid = int(st.pc[idx]) if idx < st.pc.size else -1
+    if fid < 0:
+        if idx >= (st.size >> h.shift):
+            raise SigBus(addr, "beyond the end of the file (i_size %#x)" % st.size)
+        if vma.uffd & UFFD_MISSING:
+            raise UserfaultPending(addr, "missing")
+        try:
+            fid, vma = alloc_hugetlb_folio_anon(m, mm, vma, idx, avoid_reserve=False)
+        except LookupError as e:
+            raise SigBus(addr, "VM_FAULT_SIGBUS from alloc_hugetlb_folio: %s" % e) from None
+        if not vma.anon_vma:
+            vma = _set_vma(mm, vma, anon_vma=True)               # anon_vma_prepare
+        m.call_path.append("hugepage_add_new_anon_rmap")
+        _install(m, mm, vma, h, idx, fid, addr)
+        return       # a write: hugetlb_wp finds it exclusive and makes it writable
+    if vma.uffd & UFFD_MINOR:
+        raise UserfaultPending(addr, "minor")
+    m.call_path.append("hugetlb_add_file_rmap")
+    _install(m, mm, vma, h, idx, fid, addr)                      # read-only
+    if write:
+        hugetlb_wp(m, mm, vma, addr, fid)      # "Optimization, do the COW without a second fault"
+
+
+def hugetlb_wp(m, mm, vma, addr: int, pagecache_fid: int):
+    """``hugetlb_wp`` (mm/hugetlb.c, v6.3): a write to a read-only entry of a private VMA.
+
+    An anonymous folio mapped once is reused ("If no-one else is actually using this page,
+    we're the exclusive owner").  Otherwise a new anonymous folio is allocated — without the
+    owner's reservation when the old page is not the page-cache page (``outside_reserve``: that
+    reservation was consumed by the first fault) — and replaces the old one in this mm
+    (``page_remove_rmap`` + ``put_page`` on the old).  When that allocation fails for the owner,
+    ``unmap_ref_private`` unmaps the page from the other processes and the owner reuses it;
+    for anyone else it is VM_FAULT_SIGBUS."""
+    h = m._hstate_of(vma)
+    m.call_path.append("hugetlb_wp")
+    old = _mapped_folio(m, mm, h, addr)
+    anon = m._folio_file[old] < 0
+    if anon and m.scheme.folio_mapcount(old) == 1:
+        m.call_path.append("page_move_anon_rmap")
+        return
+    idx = linear_page_index(m, vma, addr, h)
+    outside_reserve = vma.resv >= 0 and old != pagecache_fid
+    try:
+        new, vma = alloc_hugetlb_folio_anon(m, mm, vma, idx, avoid_reserve=outside_reserve)
+    except LookupError as e:
+        if outside_reserve:
+            unmap_ref_private(m, mm, vma, old, addr)
+            m._account()
+            if m.scheme.folio_mapcount(old) == 1:                 # retry_avoidcopy
+                m.call_path.append("page_move_anon_rmap")
+                return
+        raise SigBus(addr, "VM_FAULT_SIGBUS: hugetlb_wp cannot allocate the copy: %s" % e) from None
+    if not vma.anon_vma:
+        vma = _set_vma(mm, vma, anon_vma=True)
+    m.call_path += ["copy_user_large_folio", "huge_ptep_clear_flush", "hugetlb_remove_rmap",
+                    "hugepage_add_new_anon_rmap"]
+    _zap_one(m, mm, vma, h, addr)
+    _install(m, mm, vma, h, idx, new, addr)
+
+
+def unmap_ref_private(m, mm, vma, fid: int, addr: int):
+    """``unmap_ref_private``: the owner of a private mapping failed to COW; unmap the page from
+    every other private VMA of the file at that offset that is not a reservation owner
+    (shared VMAs are skipped), marking each ``HPAGE_RESV_UNMAPPED``."""
+    g = m.geometry
+    h = m._hstate_of(vma)
+    haddr = addr & ~(h.size - 1)
+    pgoff = ((haddr - vma.start) >> g.page_shift) + vma.pgoff
+    m.call_path.append("unmap_ref_private")
+    for other in m._mms.values():
+        if not other.alive:
+            continue
+        for v in list(other.vmas):
+            if (other is mm and v == vma) or v.file != vma.file or v.shared or v.resv >= 0:
+                continue
+            if not v.pgoff <= pgoff < v.pgoff + ((v.end - v.start) >> g.page_shift):
+                continue
+            vaddr = v.start + ((pgoff - v.pgoff) << g.page_shift)
+            if _mapped_folio(m, other, h, vaddr) != fid:
+                continue
+            _zap_one(m, other, v, h, vaddr)
+            _set_vma(other, v, resv_unmapped=True)
+
+
+def hugetlb_vm_op_close(m, vma):
+    """``hugetlb_vm_op_close``: a private owner's VMA returns the reservations of its range
+    that were never consumed (``(end - start) - region_count(resv, start, end)``)."""
+    if vma.resv < 0:
+        return
+    h = m._hstate_of(vma)
+    first = vma.pgoff >> h.order
+    n = (vma.end - vma.start) >> h.shift
+    unused = sum(1 for i in range(first, first + n) if i not in vma.consumed)
+    if unused:
+        m._resv[h.index] -= unused
+        m.call_path.append("hugetlb_vm_op_close")
+
+
+def free_unmapped_anon_folios(m):
+    """An anonymous folio whose last reference went (its last mapping was zapped:
+    ``tlb_remove_page_size`` → ``free_huge_folio``) returns to the pool."""
+    anon = np.flatnonzero((m._folio_used == 1) & (m._folio_file < 0))
+    freed = False
+    for f in anon:
+        f = int(f)
+        if m.scheme.folio_ref_count(f) == 0:
+            h = m.geometry.hstates[int(m._folio_hstate[f])]
+            m._emit(core.EV_FOLIO_FREE, -1, 0, h.shift, 1, int(m._folio_pfn[f]), f)
+            m._folio_used[f] = 0
+            freed = True
+    if freed:
+        m.call_path.append("free_huge_folio")
+        m._account()

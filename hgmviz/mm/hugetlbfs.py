@@ -1,6 +1,23 @@
 """fs/hugetlbfs/inode.c and mm/memfd.c: hugetlbfs files (``memfd_create(MFD_HUGETLB)``,
 ``hugetlbfs_setattr``, ``hugetlbfs_fallocate``, ``hugetlbfs_evict_inode`` →
-``remove_inode_hugepages``), mainline v6.2.
+``remove_inode_hugepages``), mainline v6.2; truncation and hole punching from the v6.3 copy
+read for docs/kernel-notes/issue13.md §2-§4, checked on the running 6.18 kernel
+(tools/probes/issue13.c; live scenarios ftruncate_shrink, punch_hole, madv_remove,
+fallocate_enospc):
+
+* ``hugetlbfs_setattr`` → ``hugetlb_vmtruncate``: ftruncate.  A size that is not a multiple of
+  the hugepage size is EINVAL.  Shrinking zaps ``[size, ∞)`` in every VMA of every process
+  (``hugetlb_vmdelete_list``), removes the pages from the page cache and frees them
+  (``remove_inode_hugepages``), then ``hugetlb_unreserve_pages(inode, start, LONG_MAX, freed)``
+  drops every reserve-map entry past the end: the reservations of pages never faulted go back
+  (HugePages_Rsvd falls by their number), the freed pages' were consumed already.  Growing only
+  sets i_size; it reserves nothing.
+* ``hugetlbfs_fallocate``: mode 0 / FALLOC_FL_KEEP_SIZE preallocate (ENOSPC keeps the pages
+  added before it, and i_size is only written after the loop); FALLOC_FL_PUNCH_HOLE (only with
+  KEEP_SIZE: ``vfs_fallocate``) → ``hugetlbfs_punch_hole``: whole hugepages are zapped in every
+  process and removed, each with its reserve-map entry (``hugetlb_unreserve_pages(inode, index,
+  index + 1, 1)``: HugePages_Rsvd unchanged, the next fault is unreserved); partial hugepages
+  are only zeroed; a reserved index with no page is not touched.  Any other mode: EOPNOTSUPP.
 """
 from __future__ import annotations
 
@@ -9,9 +26,13 @@ import errno
 import numpy as np
 
 from .. import core
-from ..errors import syscall_error
+from ..errors import StateKept, syscall_error
 from .structs import MAX_LFS_FILESIZE, MFD_NAME_MAX_LEN, File, _FileState, _check_int, _fmt
 from . import hugetlb
+
+# include/uapi/linux/falloc.h
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
 
 
 def memfd_create(m, size, hstate, name):
@@ -77,47 +98,160 @@ def ensure_extent(m, st: _FileState, n: int, what: str):
         st.resv = np.concatenate([st.resv, np.zeros(n - st.resv.size, np.int8)])
 
 
-def hugetlbfs_fallocate(m, f, offset, length):
-    """``hugetlbfs_fallocate`` (fs/hugetlbfs/inode.c v6.2) after ``vfs_fallocate``'s checks:
-    allocate and add to the page cache every missing hugepage of the range (ENOSPC when the
-    pool runs out; the simulator then keeps nothing)."""
+def hugetlb_vmdelete_list(m, st, start: int, end):
+    """``hugetlb_vmdelete_list``: zap file hugepages ``[start, end)`` (``end`` None: to the
+    end) in every VMA of every live process that maps them — shared and private VMAs alike
+    (a private VMA's own anonymous pages there go too)."""
+    g = m.geometry
+    h = g.hstates[st.hstate]
+    for mm in m._mms.values():
+        if not mm.alive:
+            continue
+        for v in mm.vmas:
+            if v.file != st.id:
+                continue
+            first = v.pgoff >> h.order
+            n = (v.end - v.start) >> h.shift
+            a = max(first, start)
+            b = first + n if end is None else min(first + n, end)
+            if a >= b:
+                continue
+            va = v.start + ((a - first) << h.shift)
+            vb = v.start + ((b - first) << h.shift)
+            m._kcall(core.zap_range, m._g, m._fl, mm.pgd, mm.pid, va, vb, h.level, m._res)
+    m.call_path.append("hugetlb_vmdelete_list")
+
+
+def _remove_folio(m, st, h, idx):
+    fid = int(st.pc[idx])
+    pfn = int(m._folio_pfn[fid])
+    m._emit(core.EV_PAGECACHE_DEL, -1, 0, h.shift,
+            m.kernel.pagecache_refs(h.pages_per_huge_page()), pfn, fid)
+    m._emit(core.EV_FOLIO_FREE, -1, 0, h.shift, 1, pfn, fid)
+    m._folio_used[fid] = 0
+    m._folio_file[fid] = -1
+    m._folio_index[fid] = -1
+    st.pc[idx] = -1
+
+
+def remove_inode_hugepages(m, st, start: int, end):
+    """``remove_inode_hugepages``: every page-cache folio in ``[start, end)`` leaves the page
+    cache and, no mapping holding it any more, returns to the pool.  Truncation (``end`` None)
+    then drops the reserve map past ``start`` (``hugetlb_unreserve_pages(.., LONG_MAX, freed)``:
+    HugePages_Rsvd falls by the entries without a page); a hole punch drops each removed page's
+    entry only (``chg == freed``: HugePages_Rsvd unchanged)."""
+    h = m.geometry.hstates[st.hstate]
+    stop = st.pc.size if end is None else min(end, st.pc.size)
+    for idx in range(start, stop):
+        if st.pc[idx] >= 0:
+            _remove_folio(m, st, h, idx)
+            st.resv[idx] = 0
+    if end is None and start < st.resv.size:
+        m._resv[h.index] -= int(np.count_nonzero(st.resv[start:] == 1))
+        st.resv[start:] = 0
+    m.call_path += ["remove_inode_hugepages", "hugetlb_unreserve_pages"]
+
+
+def hugetlb_vmtruncate(m, st, offset: int):
+    """``hugetlb_vmtruncate``: i_size, then zap, then remove (see the module docstring)."""
+    h = m.geometry.hstates[st.hstate]
+    st.size = offset
+    m.call_path.append("hugetlb_vmtruncate")
+    start = offset >> h.shift
+    hugetlb_vmdelete_list(m, st, start, None)
+    m._account()
+    remove_inode_hugepages(m, st, start, None)
+
+
+def hugetlbfs_setattr(m, f, size):
+    """``ftruncate(fd, size)`` → ``hugetlbfs_setattr``."""
     st = m._file(f)
     h = m.geometry.hstates[st.hstate]
-    offset = _check_int("offset", offset, -(1 << 62))
-    length = _check_int("length", length, -(1 << 62))
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise TypeError("size must be an int, not %r" % (size,))
+    size = int(size)
+    if size < 0:
+        raise syscall_error(errno.EINVAL, "ftruncate: the size must be >= 0, not %d" % size)
+    if size > MAX_LFS_FILESIZE:
+        raise syscall_error(errno.EFBIG, "ftruncate: size %#x is larger than a file may be "
+                            "(s_maxbytes, 2**63-1; inode_newsize_ok)" % size)
+    if size & (h.size - 1):
+        raise syscall_error(errno.EINVAL, "ftruncate: the size of a hugetlbfs file must be a "
+                            "multiple of the hugepage size %s (hugetlbfs_setattr), not %d"
+                            % (_fmt(h.size), size))
+    m.call_path = ["ftruncate", "do_truncate", "hugetlbfs_setattr"]
+    if size < st.size:
+        hugetlb_vmtruncate(m, st, size)
+    else:
+        st.size = size                   # growing reserves and allocates nothing
+    m._account()
+    m._finish()
+    return 0
+
+
+def hugetlbfs_punch_hole(m, st, offset: int, length: int):
+    """``hugetlbfs_punch_hole``: the whole hugepages inside ``[offset, offset + length)``."""
+    h = m.geometry.hstates[st.hstate]
+    hole_start = (offset + h.size - 1) >> h.shift
+    hole_end = (offset + length) >> h.shift
+    m.call_path.append("hugetlbfs_punch_hole")
+    if offset & (h.size - 1) or (offset + length) & (h.size - 1):
+        m.call_path.append("hugetlbfs_zero_partial_page")    # bytes only: no counter changes
+    if hole_end > hole_start:
+        hugetlb_vmdelete_list(m, st, hole_start, hole_end)
+        m._account()
+        remove_inode_hugepages(m, st, hole_start, hole_end)
+
+
+def hugetlbfs_fallocate(m, f, offset, length, mode=0):
+    """``fallocate(fd, mode, offset, length)`` → ``vfs_fallocate`` → ``hugetlbfs_fallocate``."""
+    st = m._file(f)
+    h = m.geometry.hstates[st.hstate]
+    for name, v in (("offset", offset), ("length", length), ("mode", mode)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError("%s must be an int, not %r" % (name, v))
+    offset, length, mode = int(offset), int(length), int(mode)
     if offset < 0 or length <= 0:
         raise syscall_error(errno.EINVAL, "fallocate: offset must be >= 0 and length > 0 "
                             "(vfs_fallocate), not offset %d length %d" % (offset, length))
     if offset + length > MAX_LFS_FILESIZE:
         raise syscall_error(errno.EFBIG, "fallocate: offset + length %#x is larger than a file "
                             "may be (s_maxbytes, 2**63-1; vfs_fallocate)" % (offset + length))
+    if mode & FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE:
+        raise syscall_error(errno.EOPNOTSUPP, "fallocate: FALLOC_FL_PUNCH_HOLE needs "
+                            "FALLOC_FL_KEEP_SIZE (vfs_fallocate: \"Punch hole must have keep size "
+                            "set\")")
+    if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
+        raise syscall_error(errno.EOPNOTSUPP, "fallocate: hugetlbfs supports the modes 0, "
+                            "FALLOC_FL_KEEP_SIZE and FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE, "
+                            "not %#x (hugetlbfs_fallocate)" % mode)
+    m.call_path = ["fallocate", "vfs_fallocate", "hugetlbfs_fallocate"]
+    if mode & FALLOC_FL_PUNCH_HOLE:
+        hugetlbfs_punch_hole(m, st, offset, length)
+        m._account()
+        m._finish()
+        return 0
     start = offset >> h.shift
     end = (offset + length + h.size - 1) >> h.shift
-    # what the loop below would find, counted first: a range the pool cannot fill is ENOSPC
-    # at once, whatever its size (reserved indices take their reservation; the others need
-    # free - reserved > 0, as alloc_hugetlb_folio checks)
-    top = min(end, st.pc.size)
-    have = st.pc[start:top] >= 0 if start < top else np.zeros(0, bool)
-    reserved = int(np.count_nonzero(~have & (st.resv[start:top] == 1))) if start < top else 0
-    unreserved = (end - start) - int(np.count_nonzero(have)) - reserved
-    avail = hugetlb.free_huge_pages(m, h) - m._resv[h.index]
-    if unreserved > avail:
-        raise syscall_error(errno.ENOSPC, "fallocate: %d %s hugepage(s) needed, HugePages_Free "
-                            "%d, HugePages_Rsvd %d (alloc_hugetlb_folio)"
-                            % (unreserved + reserved, _fmt(h.size),
-                               hugetlb.free_huge_pages(m, h), m._resv[h.index]))
     ensure_extent(m, st, end, "fallocate")
-    grow_file(m, st, offset + length)   # i_size = offset + len, not rounded
-    m.call_path = ["fallocate", "hugetlbfs_fallocate"]
     for idx in range(start, end):
         if st.pc[idx] >= 0:
             continue
         try:
             hugetlb.alloc_hugetlb_folio(m, st, idx)
         except LookupError as e:
-            raise syscall_error(errno.ENOSPC, "fallocate: %s" % e) from None
+            # "goto out": the pages added so far stay in the page cache; i_size is unchanged
+            m._account()
+            m._finish()
+            raise StateKept(errno.ENOSPC, "ENOSPC: fallocate: %s; the pages added before it "
+                            "stay in the page cache and i_size is unchanged "
+                            "(hugetlbfs_fallocate)" % e) from None
+    if not mode & FALLOC_FL_KEEP_SIZE and offset + length > st.size:
+        st.size = offset + length        # not rounded up
     m._account()
     m._finish()
+    return 0
+
 
 
 def close_fd(m, f):

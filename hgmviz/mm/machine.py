@@ -19,7 +19,7 @@ from ..schemes import SchemeRefusal, get_scheme_class
 from ..schemes.base import UPDATE_KINDS
 from . import checkpoint as _checkpoint
 from .checkpoint import Checkpoint
-from . import fork, hugetlb, hugetlbfs, madvise, mmap, procfs, userfaultfd
+from . import fork, hugetlb, hugetlbfs, madvise, mmap, mprotect, procfs, userfaultfd
 from .structs import (_PFN_BASE, File, Folio, MachineState, Process, Vma, _check_int, _FileState,
                       _file_state, _fmt, _mm_state, _MmState, _read_only)
 
@@ -241,7 +241,7 @@ class Machine:
         return ev
 
     def _finish(self):
-        pass
+        hugetlb.free_unmapped_anon_folios(self)
 
     def _emit(self, kind, mm, addr, shift, count, pfn, folio):
         pt = self.pt
@@ -378,6 +378,8 @@ class Machine:
     _sys_memfd_create = hugetlbfs.memfd_create
     _sys_fallocate = hugetlbfs.hugetlbfs_fallocate
     _sys_close = hugetlbfs.close_fd
+    _sys_ftruncate = hugetlbfs.hugetlbfs_setattr
+    _sys_mprotect = mprotect.do_mprotect_pkey
     _maybe_release = hugetlbfs.hugetlbfs_evict_inode
     _new_mm = fork.mm_alloc
     _sys_spawn = fork.spawn

@@ -1,5 +1,6 @@
 """mm/madvise.c (mainline v6.2): ``do_madvise`` → ``madvise_walk_vmas``; MADV_DONTNEED
-(``madvise_dontneed_free``), MADV_SPLIT (HGM v1 09/46) and MADV_COLLAPSE on hugetlb
+(``madvise_dontneed_free``), MADV_REMOVE (``madvise_remove``, docs/kernel-notes/issue13.md §4),
+MADV_SPLIT (HGM v1 09/46) and MADV_COLLAPSE on hugetlb
 (``hugetlb_collapse``, HGM v2 34/46).
 """
 from __future__ import annotations
@@ -11,8 +12,8 @@ import numpy as np
 
 from .. import core
 from ..errors import StateKept, syscall_error
-from .structs import MADV_COLLAPSE, MADV_DONTNEED, MADV_SPLIT, _ADVICE, _fmt
-from . import hugetlb, mmap
+from .structs import MADV_COLLAPSE, MADV_DONTNEED, MADV_REMOVE, MADV_SPLIT, _ADVICE, _fmt
+from . import hugetlb, hugetlbfs, mmap
 
 
 def do_madvise(m, proc, addr, length, advice):
@@ -21,8 +22,8 @@ def do_madvise(m, proc, addr, length, advice):
     changes nothing), then ``madvise_walk_vmas`` over the VMAs of the range."""
     mm = m._mm(proc)
     if isinstance(advice, bool) or not isinstance(advice, (int, np.integer)):
-        raise TypeError("madvise: advice must be an int (hv.MADV_DONTNEED, hv.MADV_COLLAPSE, "
-                        "hv.MADV_SPLIT), not %r" % (advice,))
+        raise TypeError("madvise: advice must be an int (hv.MADV_DONTNEED, hv.MADV_REMOVE, "
+                        "hv.MADV_COLLAPSE, hv.MADV_SPLIT), not %r" % (advice,))
     advice = int(advice)
     if advice not in _ADVICE:
         raise syscall_error(errno.EINVAL, "madvise: unknown advice %r; modelled: %s" % (
@@ -57,6 +58,8 @@ def do_madvise(m, proc, addr, length, advice):
         raise syscall_error(errno.ENOMEM, "madvise(%s): no VMA in %#x-%#x" % (name, addr, end))
     if advice == MADV_DONTNEED:
         madvise_dontneed(m, mm, vs, addr, end)
+    elif advice == MADV_REMOVE:
+        madvise_remove(m, mm, vs, addr, end)
     elif advice == MADV_SPLIT:
         madvise_split(m, mm, addr, end)
     else:
@@ -156,3 +159,27 @@ def hugetlb_collapse(m, mm, vs, addr, end):
                                 flags, m._res)
             pos += size
     m.call_path += ["__unmap_hugepage_range", "hugetlb_free_pgd_range", "hugetlb_add_file_rmap"]
+
+
+def madvise_remove(m, mm, vs, addr: int, end: int):
+    """``madvise_remove`` for each VMA of the range in turn (``madvise_walk_vmas``): a private
+    VMA is EACCES (the VMAs before it were already punched); a shared one punches the file range
+    it maps, ``vfs_fallocate(PUNCH_HOLE | KEEP_SIZE)``."""
+    g = m.geometry
+    m.call_path = ["madvise", "madvise_walk_vmas", "madvise_remove", "vfs_fallocate"]
+    done = False
+    for v in vs:
+        if not v.shared:
+            msg = ("madvise(MADV_REMOVE): the VMA %#x-%#x is MAP_PRIVATE; only a shared "
+                   "writable mapping can remove pages (madvise_remove)" % (v.start, v.end))
+            if done:
+                m._account()
+                m._finish()
+                raise StateKept(errno.EACCES, "EACCES: " + msg + "; the VMAs before it were "
+                                "punched already")
+            raise syscall_error(errno.EACCES, msg)
+        a, b = max(addr, v.start), min(end, v.end)
+        st = m._files[v.file]
+        off = (a - v.start) + (v.pgoff << g.page_shift)
+        hugetlbfs.hugetlbfs_punch_hole(m, st, off, b - a)
+        done = True

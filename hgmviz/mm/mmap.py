@@ -1,5 +1,6 @@
 """mm/mmap.c (mainline v6.2): ``do_mmap`` → ``hugetlbfs_file_mmap``, ``do_vmi_munmap``, VMA
-splitting (``__split_vma`` with ``hugetlb_vm_op_split``), and ``exit_mmap``.
+splitting (``__split_vma`` with ``hugetlb_vm_op_split``), and ``exit_mmap``; the partial
+progress of a failed munmap and of a failed MAP_FIXED (docs/kernel-notes/issue13.md §8).
 """
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import errno
 from dataclasses import replace
 
 from .. import core
-from ..errors import Unsupported, syscall_error
+from ..errors import StateKept, syscall_error
 from .structs import MAX_LFS_FILESIZE, ULONG_LIMIT, Vma, _MmState, _check_int, _fmt
 from . import hugetlb, hugetlbfs
 from .._jit import njit
@@ -39,9 +40,6 @@ def do_mmap(m, proc, f, length, offset, shared, addr, noreserve):
     offset = _check_int("offset", offset)
     if not isinstance(shared, bool) or not isinstance(noreserve, bool):
         raise TypeError("shared and noreserve must be True or False")
-    if not shared:
-        raise Unsupported("MAP_PRIVATE hugetlb mappings are not modelled: the thread and HGM "
-                          "concern MAP_SHARED; use shared=True")
     if length == 0:
         raise syscall_error(errno.EINVAL, "mmap: length must be > 0")
     if length > m.geometry.TASK_SIZE:
@@ -54,10 +52,9 @@ def do_mmap(m, proc, f, length, offset, shared, addr, noreserve):
         raise syscall_error(errno.EINVAL, "mmap: offset %#x + length %#x overflows a file "
                             "offset (loff_t, at most 2**63-1; hugetlbfs_file_mmap)"
                             % (offset, length))
-    if offset & (h.size - 1):
-        raise syscall_error(errno.EINVAL, "mmap: the offset of a hugetlbfs mapping must be a "
-                            "multiple of the hugepage size %s (hugetlbfs_file_mmap), not %#x"
-                            % (_fmt(h.size), offset))
+    if offset & (m.geometry.PAGE_SIZE - 1):
+        raise syscall_error(errno.EINVAL, "mmap: the offset must be a multiple of the page "
+                            "size (ksys_mmap_pgoff), not %#x" % offset)
     length = (length + h.size - 1) & ~(h.size - 1)    # ksys_mmap_pgoff: ALIGN(len, huge)
     if (offset + length) >> h.shift > hugetlbfs.MAX_FILE_INDEX:
         hugetlbfs.ensure_extent(m, st, (offset + length) >> h.shift, "mmap")   # ENOMEM
@@ -72,17 +69,47 @@ def do_mmap(m, proc, f, length, offset, shared, addr, noreserve):
         if start + length > m.geometry.TASK_SIZE or start < h.size:
             raise syscall_error(errno.ENOMEM, "mmap(MAP_FIXED): %#x-%#x is outside the user "
                                 "address space" % (start, start + length))
-        if any(v.start < start + length and start < v.end for v in mm.vmas):
-            do_vmi_munmap(m, mm, start, start + length)   # MAP_FIXED replaces
+    replaced = addr is not None and any(v.start < start + length and start < v.end
+                                        for v in mm.vmas)
+    if replaced:
+        do_vmi_munmap(m, mm, start, start + length)   # MAP_FIXED replaces
+    try:
+        return hugetlbfs_file_mmap(m, mm, st, h, start, length, offset, shared, noreserve)
+    except OSError as e:
+        if not replaced or isinstance(e, StateKept):
+            raise
+        # __mmap_region: the old range was unmapped and its page tables cleared
+        # (vms_clean_up_area) before hugetlbfs_file_mmap failed; vms_abort_munmap_vmas leaves
+        # the gap (checked on 6.18: live scenario map_fixed_hole)
+        m._account()
+        m._finish()
+        raise StateKept(e.errno, "%s; the mapping MAP_FIXED replaced is already gone: the "
+                        "call leaves a hole (__mmap_region: vms_clean_up_area, then "
+                        "vms_abort_munmap_vmas)" % e.strerror) from None
+
+
+def hugetlbfs_file_mmap(m, mm, st, h, start, length, offset, shared, noreserve):
+    """``hugetlbfs_file_mmap`` (fs/hugetlbfs/inode.c v6.2): the pgoff alignment, the
+    reservation (shared: the inode's map; private: the VMA's own,
+    :func:`~hgmviz.mm.hugetlb.hugetlb_reserve_pages_private`), then i_size (VM_WRITE)."""
+    if offset & (h.size - 1):
+        raise syscall_error(errno.EINVAL, "mmap: the offset of a hugetlbfs mapping must be a "
+                            "multiple of the hugepage size %s (hugetlbfs_file_mmap), not %#x"
+                            % (_fmt(h.size), offset))
     pgoff = offset >> m.geometry.page_shift
     first = offset >> h.shift
     n = length >> h.shift
-    hugetlbfs.grow_file(m, st, offset + length)   # hugetlbfs_file_mmap extends i_size (VM_WRITE)
-    hugetlbfs.ensure_extent(m, st, first + n, "mmap")
     m.call_path = ["do_mmap", "hugetlbfs_file_mmap"]
-    if not noreserve:
+    resv = -1
+    if not noreserve and shared:
+        hugetlbfs.ensure_extent(m, st, first + n, "mmap")
         hugetlb.hugetlb_reserve_pages(m, st, first, first + n)
-    vma = Vma(start, start + length, st.id, pgoff, True, noreserve)
+    elif not noreserve:
+        hugetlb.hugetlb_reserve_pages_private(m, h, n)
+        resv = m.version          # unique among this machine's reserve maps
+    hugetlbfs.ensure_extent(m, st, first + n, "mmap")
+    hugetlbfs.grow_file(m, st, offset + length)   # hugetlbfs_file_mmap extends i_size (VM_WRITE)
+    vma = Vma(start, start + length, st.id, pgoff, shared, noreserve, resv=resv)
     mm.vmas = sorted(mm.vmas + [vma], key=lambda v: v.start)
     st.nr_vmas += 1
     m._account()
@@ -151,10 +178,27 @@ def split_vmas(m, mm, start, end):
     mm.vmas = sorted(out, key=lambda v: v.start)
 
 
-def do_vmi_munmap(m, mm, start, end):
+def do_vmi_munmap(m, mm, start, end, what="munmap"):
     """``do_vmi_munmap``: split, ``unmap_vmas`` → ``__unmap_hugepage_range``, then
-    ``free_pgtables`` → ``hugetlb_free_pgd_range``; the VMAs drop their file."""
-    check_split(m, "munmap", mm, start, end)
+    ``free_pgtables`` → ``hugetlb_free_pgd_range``; the VMAs drop their file (a private
+    owner's unconsumed reservations go back: ``hugetlb_vm_op_close``).
+
+    ``vms_gather_munmap_vmas`` (mm/vma.c, v6.12 copy) splits the first VMA at ``start``, then
+    the last at ``end``; when the second split fails (``hugetlb_vm_op_split``: EINVAL off a
+    hugepage boundary) the first is not undone ("we don't undo the first split"): the VMA stays
+    split at ``start``, nothing is unmapped, and the call raises
+    :class:`~hgmviz.errors.StateKept` (EINVAL; live scenario munmap_split_kept)."""
+    check_split(m, what, mm, start, start)
+    try:
+        check_split(m, what, mm, end, end)
+    except OSError as e:
+        if not any(v.start < start < v.end for v in mm.vmas):
+            raise
+        split_vmas(m, mm, start, start)
+        m._account()
+        m._finish()
+        raise StateKept(errno.EINVAL, "%s; the split at the start %#x was done and is not "
+                        "undone (vms_gather_munmap_vmas)" % (e.strerror, start)) from None
     split_vmas(m, mm, start, end)
     gone = [v for v in mm.vmas if start <= v.start and v.end <= end]
     if not gone:
@@ -169,6 +213,7 @@ def do_vmi_munmap(m, mm, start, end):
                     m.geometry.levels - 1, 0, m._res)
     mm.vmas = [v for v in mm.vmas if v not in gone]
     for v in gone:
+        hugetlb.hugetlb_vm_op_close(m, v)
         st = m._files[v.file]
         st.nr_vmas -= 1
         hugetlbfs.hugetlbfs_evict_inode(m, st)
@@ -201,6 +246,7 @@ def exit_mmap(m, proc):
                     m.geometry.levels - 1, 0, m._res)
     vmas, mm.vmas = mm.vmas, []
     for v in vmas:
+        hugetlb.hugetlb_vm_op_close(m, v)
         st = m._files[v.file]
         st.nr_vmas -= 1
         hugetlbfs.hugetlbfs_evict_inode(m, st)

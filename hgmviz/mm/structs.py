@@ -13,13 +13,20 @@ import numpy as np
 from ..errors import ProcessExited, syscall_error
 
 __all__ = ["Process", "File", "Folio", "Vma", "PagemapEntry", "MachineState", "MmView",
-           "FileView", "MADV_DONTNEED", "MADV_COLLAPSE", "MADV_SPLIT"]
+           "FileView", "MADV_DONTNEED", "MADV_REMOVE", "MADV_COLLAPSE", "MADV_SPLIT",
+           "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC"]
 
 # include/uapi/asm-generic/mman-common.h; MADV_SPLIT from HGM v1 09/46
 MADV_DONTNEED = 4
+MADV_REMOVE = 9
 MADV_COLLAPSE = 25
 MADV_SPLIT = 26
-_ADVICE = {MADV_DONTNEED: "MADV_DONTNEED", MADV_COLLAPSE: "MADV_COLLAPSE", MADV_SPLIT: "MADV_SPLIT"}
+_ADVICE = {MADV_DONTNEED: "MADV_DONTNEED", MADV_REMOVE: "MADV_REMOVE",
+           MADV_COLLAPSE: "MADV_COLLAPSE", MADV_SPLIT: "MADV_SPLIT"}
+PROT_NONE = 0
+PROT_READ = 1
+PROT_WRITE = 2
+PROT_EXEC = 4
 
 UFFD_MISSING = 1   # VM_UFFD_MISSING
 UFFD_WP = 2        # VM_UFFD_WP
@@ -54,7 +61,14 @@ class Vma:
     """``struct vm_area_struct``: ``[start, end)`` of ``file`` from byte ``pgoff << PAGE_SHIFT``.
 
     ``uffd`` holds VM_UFFD_MISSING/WP/MINOR bits; ``uffd_event_fork`` is the registered
-    context's UFFD_FEATURE_EVENT_FORK; ``hgm`` is VM_HUGETLB_HGM (set by MADV_SPLIT).
+    context's UFFD_FEATURE_EVENT_FORK; ``hgm`` is VM_HUGETLB_HGM (set by MADV_SPLIT);
+    ``prot`` is PROT_READ/WRITE/EXEC (``mprotect``).
+
+    A private VMA (``shared=False``) whose process made the mapping owns a reserve map
+    (``HPAGE_RESV_OWNER``): ``resv`` is its id (-1: none, as in a fork child or with
+    MAP_NORESERVE) and ``consumed`` the file indexes whose reservation was used (the pieces of a
+    split VMA share both).  ``anon_vma`` is set by the first anonymous page
+    (``anon_vma_prepare``); ``resv_unmapped`` is HPAGE_RESV_UNMAPPED (``unmap_ref_private``).
     """
 
     start: int
@@ -66,6 +80,11 @@ class Vma:
     uffd: int = 0
     uffd_event_fork: bool = False
     hgm: bool = False
+    resv: int = -1
+    consumed: frozenset = frozenset()
+    anon_vma: bool = False
+    resv_unmapped: bool = False
+    prot: int = PROT_READ | PROT_WRITE
 
     @property
     def uffd_modes(self) -> tuple:
@@ -73,7 +92,7 @@ class Vma:
 
     def flags_key(self):
         """The vm_flags page_table_shareable() compares."""
-        return (self.shared, self.noreserve, self.uffd, self.hgm)
+        return (self.shared, self.noreserve, self.uffd, self.hgm, self.prot)
 
 
 @dataclass
@@ -277,9 +296,16 @@ class File:
         """``close(fd)``: drop the file descriptor (the VMAs keep the file open)."""
         return self._m._op("close", self._m._sys_close, self)
 
-    def fallocate(self, offset: int, length: int):
-        """``fallocate(fd, 0, offset, length)``: instantiate hugepages in the page cache."""
-        return self._m._op("fallocate", self._m._sys_fallocate, self, offset, length)
+    def fallocate(self, offset: int, length: int, mode: int = 0):
+        """``fallocate(fd, mode, offset, length)``: mode 0 or ``FALLOC_FL_KEEP_SIZE``
+        instantiate hugepages in the page cache; ``FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE``
+        removes the whole hugepages of the range from every process and the page cache
+        (:func:`hgmviz.mm.hugetlbfs.hugetlbfs_fallocate`)."""
+        return self._m._op("fallocate", self._m._sys_fallocate, self, offset, length, mode)
+
+    def ftruncate(self, size: int):
+        """``ftruncate(fd, size)`` (:func:`hgmviz.mm.hugetlbfs.hugetlbfs_setattr`)."""
+        return self._m._op("ftruncate", self._m._sys_ftruncate, self, size)
 
 
 class Process:
@@ -323,6 +349,10 @@ class Process:
 
     def munmap(self, addr, length):
         return self._m._op("munmap", self._m._sys_munmap, self, addr, length)
+
+    def mprotect(self, addr, length, prot):
+        """``mprotect(addr, length, prot)`` (:func:`hgmviz.mm.mprotect.do_mprotect_pkey`)."""
+        return self._m._op("mprotect", self._m._sys_mprotect, self, addr, length, prot)
 
     def madvise(self, addr, length, advice):
         return self._m._op("madvise", self._m._sys_madvise, self, addr, length, advice)

@@ -88,25 +88,36 @@ def userfaultfd_register(m, proc, addr, length, mode, event_fork):
 
 
 def userfaultfd_unregister(m, proc, addr, length):
-    """``UFFDIO_UNREGISTER``: VMAs that are not registered are skipped (neither split nor
-    checked); a registered one is split at the range's ends (hugetlb_vm_op_split)."""
+    """``UFFDIO_UNREGISTER`` (fs/userfaultfd.c ``userfaultfd_unregister``): only the start is
+    checked up front; then VMA by VMA (``userfaultfd_clear_vma``): VMAs that are not registered
+    are skipped (neither split nor checked), a registered one is split at the range's ends
+    (hugetlb_vm_op_split) and unregistered.  A split that fails after earlier VMAs were
+    unregistered keeps them so (:class:`~hgmviz.errors.StateKept`, EINVAL; live scenario
+    uffd_unregister_partial)."""
     mm = m._mm(proc)
     addr, end, vs = uffd_range(m, "UFFDIO_UNREGISTER", mm, addr, length, check_end=False)
+    m.call_path = ["UFFDIO_UNREGISTER", "userfaultfd_unregister"]
+    done = 0
     for v in vs:
         if not v.uffd:
             continue
         hs = m._hstate_of(v).size
         for point in (addr, end):
             if v.start < point < v.end and point & (hs - 1):
-                raise syscall_error(errno.EINVAL, "UFFDIO_UNREGISTER: %#x would split a %s "
-                                    "hugetlb VMA off a hugepage boundary (hugetlb_vm_op_split)"
-                                    % (point, _fmt(hs)))
-    m.call_path = ["UFFDIO_UNREGISTER", "userfaultfd_unregister"]
-    for v in vs:
-        if v.uffd:
-            mmap.split_vmas(m, mm, max(addr, v.start), min(end, v.end))
-    mm.vmas = [replace(v, uffd=0, uffd_event_fork=False) if addr <= v.start and v.end <= end
-               else v for v in mm.vmas]
+                msg = ("UFFDIO_UNREGISTER: %#x would split a %s hugetlb VMA off a hugepage "
+                       "boundary (hugetlb_vm_op_split)" % (point, _fmt(hs)))
+                if not done:
+                    raise syscall_error(errno.EINVAL, msg)
+                m._account()
+                m._finish()
+                raise StateKept(errno.EINVAL, "EINVAL: %s; the %d VMA(s) before it are "
+                                "unregistered already (userfaultfd_unregister works VMA by VMA)"
+                                % (msg, done))
+        a, b = max(addr, v.start), min(end, v.end)
+        mmap.split_vmas(m, mm, a, b)
+        mm.vmas = [replace(x, uffd=0, uffd_event_fork=False) if a <= x.start and x.end <= b
+                   else x for x in mm.vmas]
+        done += 1
     m._finish()
     return 0
 

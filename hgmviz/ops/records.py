@@ -24,14 +24,15 @@ import string
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from ..mm import MADV_COLLAPSE, MADV_DONTNEED, MADV_SPLIT
+from ..mm import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MADV_COLLAPSE, MADV_DONTNEED,
+                  MADV_REMOVE, MADV_SPLIT, PROT_NONE, PROT_READ, PROT_WRITE)
 from ..units import format_size
 from .fields import (ADDR, BOOL, FILE, HSTATE, OFFSET, OPT_ADDR, PROC, SIZE, Choice, Flag,
                      InvalidOperation, Kind, Labels, NewLabel, UffdMode, _Check, arg, kind_of)
 
 __all__ = ["Operation", "OpSpec", "Button", "operation", "OPERATIONS", "ADVICE_NAMES",
            "INJECT_POINTS", "check_op", "buttons", "spec_of", "fields_of", "quiet", "Addr",
-           "Spawn", "MemfdCreate", "Fallocate", "Close", "Mmap", "Munmap", "Madvise", "Touch",
+           "FALLOC_MODES", "PROT_NAMES", "Spawn", "MemfdCreate", "Fallocate", "Ftruncate", "Close", "Mprotect", "Mmap", "Munmap", "Madvise", "Touch",
            "Fork", "Exit", "UffdioRegister", "UffdioContinue",
            "UffdioContinueBatch", "Inject"]
 
@@ -246,8 +247,15 @@ def buttons() -> tuple:
 # =========================================================================================
 # The operations
 # =========================================================================================
-ADVICE_NAMES = {"MADV_DONTNEED": MADV_DONTNEED, "MADV_COLLAPSE": MADV_COLLAPSE,
-                "MADV_SPLIT": MADV_SPLIT}
+ADVICE_NAMES = {"MADV_DONTNEED": MADV_DONTNEED, "MADV_REMOVE": MADV_REMOVE,
+                "MADV_COLLAPSE": MADV_COLLAPSE, "MADV_SPLIT": MADV_SPLIT}
+#: mprotect protections by the kernel's flag names.
+PROT_NAMES = {"PROT_READ|PROT_WRITE": PROT_READ | PROT_WRITE, "PROT_READ": PROT_READ,
+              "PROT_NONE": PROT_NONE}
+#: fallocate modes by the kernel's flag names (include/uapi/linux/falloc.h).
+FALLOC_MODES = {"0": 0, "FALLOC_FL_KEEP_SIZE": FALLOC_FL_KEEP_SIZE,
+                "FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE": FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                "FALLOC_FL_PUNCH_HOLE": FALLOC_FL_PUNCH_HOLE}
 #: Points :meth:`hgmviz.mm.Machine.inject` accepts.
 INJECT_POINTS = ("pagecache_vanish", "after_pte_alloc")
 
@@ -272,14 +280,40 @@ class MemfdCreate(Operation):
     hstate: int = arg(HSTATE)
 
 
-@operation(word="fallocate", text="Allocate the file's pages in [offset, offset+length)",
-           call_path="hugetlbfs_fallocate → alloc_hugetlb_folio → hugetlb_add_to_page_cache",
-           call="file.fallocate(offset, length)",
-           log="fallocate {file} {offset:#x}, {length}", c="fallocate({file}, {offset}, {length})")
+@operation(word="fallocate", text="Allocate the file's pages in [offset, offset+length), or "
+           "with FALLOC_FL_PUNCH_HOLE remove the whole hugepages in it from every process",
+           call_path="vfs_fallocate → hugetlbfs_fallocate → alloc_hugetlb_folio | "
+           "hugetlbfs_punch_hole",
+           call="file.fallocate(offset, length, mode)",
+           log="fallocate {file} {offset:#x}, {length}{mode_text}",
+           c="fallocate({file}, {mode}, {offset}, {length})",
+           buttons=[Button("punch", "PUNCH_HOLE",
+                           (("mode", "FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE"),), 92,
+                           "fallocate(FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE) over [offset, "
+                           "offset+length) of the selected file: its whole hugepages leave "
+                           "every process and the page cache (hugetlbfs_punch_hole)")])
 class Fallocate(Operation):
     file: str = arg(FILE)
     offset: int = arg(OFFSET)
     length: int = arg(SIZE)
+    mode: str = arg(Choice(FALLOC_MODES, FALLOC_MODES), "0")
+
+    @property
+    def mode_text(self) -> str:
+        return "" if self.mode == "0" else " (%s)" % self.mode
+
+
+@operation(word="ftruncate", text="Set the file's size; shrinking removes the pages past the "
+           "new end from every process",
+           call_path="do_truncate → hugetlbfs_setattr → hugetlb_vmtruncate",
+           call="file.ftruncate(size)", log="ftruncate {file} {size}",
+           c="ftruncate({file}, {size})",
+           buttons=[Button("ftruncate", "ftruncate", order=91,
+                           tip="ftruncate() the selected file: shrinking zaps and frees the "
+                           "pages past the new end in every process (hugetlb_vmtruncate)")])
+class Ftruncate(Operation):
+    file: str = arg(FILE)
+    size: int = arg(SIZE)
 
 
 @operation(word="close", text="close() the file's descriptor (the VMAs keep the file open)",
@@ -291,14 +325,20 @@ class Close(Operation):
     file: str = arg(FILE)
 
 
-@operation(word="mmap", text="mmap(MAP_SHARED) the file: a new VMA, nothing mapped yet",
+@operation(word="mmap", text="mmap() the file, MAP_SHARED (or MAP_PRIVATE: copy on write): "
+           "a new VMA, nothing mapped yet",
            call_path="do_mmap → hugetlbfs_file_mmap → hugetlb_reserve_pages",
-           call="proc.mmap(file, length, offset=offset, addr=addr, noreserve=noreserve) -> label",
-           log="mmap {proc} {file}, {length} → {label}",
-           c="{label} = {proc}: mmap({length}, MAP_SHARED, {file}, offset {offset})",
+           call="proc.mmap(file, length, offset=offset, addr=addr, noreserve=noreserve, "
+           "shared=shared) -> label",
+           log="mmap {proc} {file}, {length}{private} → {label}",
+           c="{label} = {proc}: mmap({length}, {map_flag}, {file}, offset {offset})",
            returns="at {value:#x}",
            buttons=[Button("mmap", "mmap", order=110, tip="mmap(MAP_SHARED) the whole selected "
-                           "file once more in the selected process: a new VMA")])
+                           "file once more in the selected process: a new VMA"),
+                    Button("mmap_private", "mmap private", (("shared", False),), 111,
+                           "mmap(MAP_PRIVATE) the whole selected file in the selected process: "
+                           "reads map the page cache's page, a write copies it into an "
+                           "anonymous page (hugetlb_wp)")])
 class Mmap(Operation):
     proc: str = arg(PROC)
     file: str = arg(FILE)
@@ -307,6 +347,15 @@ class Mmap(Operation):
     offset: int = arg(OFFSET, 0)
     addr: Optional[int] = arg(OPT_ADDR, None)
     noreserve: bool = arg(BOOL, False)
+    shared: bool = arg(BOOL, True)
+
+    @property
+    def private(self) -> str:
+        return "" if self.shared else " (MAP_PRIVATE)"
+
+    @property
+    def map_flag(self) -> str:
+        return "MAP_SHARED" if self.shared else "MAP_PRIVATE"
 
 
 @operation(word="munmap", text="munmap(address, length)",
@@ -318,6 +367,22 @@ class Munmap(Operation):
     proc: str = arg(PROC)
     addr: Addr = arg(ADDR)
     length: int = arg(SIZE)
+
+
+@operation(word="mprotect", text="Change the protection of [address, address+length): VMAs are "
+           "split at hugepage boundaries; a write to a read-only VMA is SIGSEGV",
+           call_path="do_mprotect_pkey → mprotect_fixup → hugetlb_change_protection",
+           call="proc.mprotect(addr, length, prot)", log="mprotect {proc} {addr}, {length}, {prot}",
+           c="{proc}: mprotect({addr}, {length}, {prot})",
+           buttons=[Button("mprotect", "mprotect R/O", (("prot", "PROT_READ"),), 65,
+                           "mprotect(PROT_READ) over [address, address+length): the VMA is "
+                           "split at hugepage boundaries; a write there is then SIGSEGV",
+                           row=1)])
+class Mprotect(Operation):
+    proc: str = arg(PROC)
+    addr: Addr = arg(ADDR)
+    length: int = arg(SIZE)
+    prot: str = arg(Choice(PROT_NAMES, PROT_NAMES), "PROT_READ")
 
 
 @operation(word="madvise", text="madvise(address, length, advice)",
@@ -333,7 +398,10 @@ class Munmap(Operation):
                       "(hugetlb_collapse, HGM v2 34/46)", 1),
                Button("dontneed", "MADV_DONTNEED", (("advice", "MADV_DONTNEED"),), 50,
                       "madvise(MADV_DONTNEED): zap the range "
-                      "(zap_page_range_single → __unmap_hugepage_range)", 1)])
+                      "(zap_page_range_single → __unmap_hugepage_range)", 1),
+               Button("remove", "MADV_REMOVE", (("advice", "MADV_REMOVE"),), 55,
+                      "madvise(MADV_REMOVE): punch the file range a shared VMA maps, in every "
+                      "process (madvise_remove → vfs_fallocate(PUNCH_HOLE))", 1)])
 class Madvise(Operation):
     proc: str = arg(PROC)
     addr: Addr = arg(ADDR)

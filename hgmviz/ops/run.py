@@ -14,12 +14,11 @@ errors of :mod:`hgmviz.errors` into an outcome through one table (:data:`ERROR_S
 from __future__ import annotations
 
 import dataclasses
-import errno as _errno
 import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..errors import PartialProgress, SigBus, SigSegv, StateKept, UserfaultPending
+from ..errors import PartialProgress, SigBus, SigSegv, StateKept, UserfaultPending, errno_name
 from .records import OPERATIONS, spec_of
 
 __all__ = ["Outcome", "World", "run_step", "outcome_of", "ERROR_STATUS", "op_to_dict",
@@ -91,7 +90,7 @@ class World:
 
 
 def _errno_status(e) -> str:
-    return _errno.errorcode.get(e.errno, str(e.errno))
+    return errno_name(e.errno)
 
 
 #: The typed errors a machine raises for what the kernel reports, and the outcome of each
@@ -99,7 +98,7 @@ def _errno_status(e) -> str:
 ERROR_STATUS = {
     PartialProgress: lambda e: Outcome(
         "EAGAIN", None, str(e), e.mapped,
-        _errno.errorcode.get(getattr(e.cause, "errno", 0) or 0, type(e.cause).__name__),
+        (errno_name(e.cause.errno) if getattr(e.cause, "errno", 0) else type(e.cause).__name__),
         kept=True),
     StateKept: lambda e: Outcome(_errno_status(e), None, str(e), kept=True),
     SigBus: lambda e: Outcome("SIGBUS", None, str(e)),

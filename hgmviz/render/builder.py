@@ -482,6 +482,8 @@ class _Builder:
                 "%s#%d @%#x" % (fs.name if fs else "file", v.file, v.pgoff << g.page_shift)]
         if h is not None:
             bits.append("%s pages" % fmt_size(h.size))
+        if not v.shared:
+            bits.append("MAP_PRIVATE")
         if v.hgm:
             bits.append("HGM")
         if v.uffd:
@@ -638,6 +640,8 @@ class _Builder:
                 name = fs.name if fs is not None else "file"
                 sub.append("%s#%d [%s]" % (name, gr["file"], gr["idx_first"] if not many else
                                            "%d..%d" % (gr["idx_first"], gr["idx_last"])))
+            elif now.folio_used[f0]:
+                sub.append("anonymous")       # a MAP_PRIVATE copy: in no page cache
             lines = gr["lines"]
             if many:
                 lines = (Line("each:", style="muted"),) + lines
