@@ -15,8 +15,8 @@ from .errors import (PartialProgress, ProcessExited, SigBus, SigSegv, SimError, 
 from .geometry import (INT_MAX, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PUD_SHIFT, TOY, X86_64,
                        X86_64_5LEVEL, Geometry, Hstate, HugetlbLevel, KernelProfile)
 from .mm import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MADV_COLLAPSE, MADV_DONTNEED,
-                 MADV_REMOVE, MADV_SPLIT, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, File,
-                 Folio, Machine, PagemapEntry, Process, Vma)
+                 MADV_REMOVE, MADV_SPLIT, MREMAP_FIXED, MREMAP_MAYMOVE, PROT_EXEC, PROT_NONE,
+                 PROT_READ, PROT_WRITE, File, Folio, Machine, PagemapEntry, Process, Vma)
 from .overflow import overflow_math
 from .render import draw, draw_compare
 from .scenarios import list_scenarios, load_scenario
@@ -42,6 +42,7 @@ __all__ = [
     "Machine", "Process", "File", "Folio", "Vma", "PagemapEntry",
     "MADV_DONTNEED", "MADV_REMOVE", "MADV_COLLAPSE", "MADV_SPLIT", "FALLOC_FL_KEEP_SIZE",
     "FALLOC_FL_PUNCH_HOLE", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
+    "MREMAP_MAYMOVE", "MREMAP_FIXED",
     "SigBus", "SigSegv", "UserfaultPending", "PartialProgress", "ProcessExited", "Unsupported",
     "SimError", "VM_FAULT_OOM", "VM_FAULT_SIGBUS",
     "Geometry", "Hstate", "HugetlbLevel", "KernelProfile", "X86_64", "X86_64_5LEVEL", "TOY",

@@ -342,6 +342,9 @@ class RefProcess:
     def mprotect(self, addr, length, prot):
         return self._m._op(self._m._sys_mprotect, self, addr, length, prot)
 
+    def mremap(self, old_addr, old_len, new_len, flags=0, new_addr=None):
+        return self._m._op(self._m._sys_mremap, self, old_addr, old_len, new_len, flags, new_addr)
+
     def fork(self):
         return self._m._op(self._m._sys_fork, self)
 
@@ -550,7 +553,7 @@ class RefMachine:
             t = e
         return t
 
-    def _alloc_tables(self, mm, vma, addr, level):
+    def _alloc_tables(self, mm, vma, addr, level, share=True):
         """huge_pte_alloc + hugetlb_hgm_walk(alloc): allocate tables down to the one whose
         entries are at ``level``; None if a leaf above ``level`` is in the way.  At the PUD
         entry of a PMD-level hstate, huge_pmd_share may attach another process's table."""
@@ -560,7 +563,7 @@ class RefMachine:
             i = self._idx(addr, t.level)
             e = t.slots.get(i)
             if e is None:
-                if t.level == 3 and hl == 2 and self._want_pmd_share(vma, addr):
+                if share and t.level == 3 and hl == 2 and self._want_pmd_share(vma, addr):
                     e = self._huge_pmd_share(mm, vma, addr)
                 if e is None:
                     e = Table(t.level - 1)
@@ -1121,6 +1124,65 @@ class RefMachine:
             raise _err(err, "mprotect failed")
         return 0
 
+    # ---- mremap (hugetlb): lengths rounded up to the hugepage, no growth, aligned addresses;
+    # a shrink unmaps the tail; MREMAP_FIXED|MAYMOVE unmaps the target, shrinks the source and
+    # moves the entries (a PMD page shared with another process is unshared, not moved); the
+    # new VMA takes the reserve map
+    def _sys_mremap(self, proc, old, old_len, new_len, flags, new_addr):
+        mm = self._mm(proc)
+        old, old_len, new_len, flags = (_int("old", old), _int("old_len", old_len),
+                                        _int("new_len", new_len), _int("flags", flags))
+        if flags & ~7 or (flags & 2 and not flags & 1):
+            raise _err(errno.EINVAL, "mremap: flags")
+        if flags & 2:
+            new_addr = _int("new_addr", new_addr)
+        if old % self.PS:
+            raise _err(errno.EINVAL, "mremap: old not page aligned")
+        old_len = -(-old_len // self.PS) * self.PS
+        new_len = -(-new_len // self.PS) * self.PS
+        if not new_len:
+            raise _err(errno.EINVAL, "mremap: new_len 0")
+        vma = self._find_vma(mm, old)
+        if vma is None:
+            raise _err(errno.EFAULT, "mremap: no VMA")
+        if flags & 4:
+            raise _err(errno.EINVAL, "mremap: DONTUNMAP")
+        hs = self._hs(vma).size
+        old_len, new_len = -(-old_len // hs) * hs, -(-new_len // hs) * hs
+        if old % hs or (flags & 2 and new_addr % hs) or new_len > old_len:
+            raise _err(errno.EINVAL, "mremap: hugetlb alignment or growth")
+        if not flags & 2:
+            if old_len > new_len:
+                self._do_munmap(mm, old + new_len, old + old_len)
+            return old
+        if new_addr + new_len > self.task_size or (new_addr < old + old_len and
+                                                   old < new_addr + new_len):
+            raise _err(errno.EINVAL, "mremap: target")
+        if vma.hgm:
+            raise Unsupported("mremap of an HGM VMA")
+        if old_len > vma.end - old:
+            raise _err(errno.EFAULT, "mremap: not inside one VMA")
+        if any(v.start < new_addr + new_len and new_addr < v.end for v in mm.vmas):
+            self._do_munmap(mm, new_addr, new_addr + new_len)
+        if old_len > new_len:
+            self._do_munmap(mm, old + new_len, old + old_len)
+        self._check_split(mm, (old, old + new_len))
+        piece = [v for v in self._split_range(mm, old, old + new_len)][0]
+        new = piece.copy(start=new_addr, end=new_addr + new_len)
+        mm.vmas.append(new)
+        mm.vmas.sort(key=lambda v: v.start)
+        h = self._hs(piece)
+        self._unshare_range(mm, old, old + new_len)
+        for a in range(old, old + new_len, h.size):
+            t, e = self._walk(mm.root, a)
+            if isinstance(e, Leaf):
+                del t.slots[self._idx(a, t.level)]
+                self._set_leaf(mm, new, new_addr + (a - old), e.folio, share=False)
+        piece.resv = None
+        self._do_munmap(mm, old, old + new_len)
+        self._cache = None
+        return new_addr
+
     # ---- MAP_PRIVATE -----------------------------------------------------------------------
     # A private VMA maps the page cache's page read-only, or an anonymous folio of its own
     # (never in a page cache); a write to a page it does not own alone (an anonymous folio
@@ -1138,9 +1200,9 @@ class RefMachine:
             vma.resv.add(idx)
         return fid
 
-    def _set_leaf(self, mm, vma, addr, folio):
+    def _set_leaf(self, mm, vma, addr, folio, share=True):
         h = self._hs(vma)
-        t = self._alloc_tables(mm, vma, addr, h.level)
+        t = self._alloc_tables(mm, vma, addr, h.level, share)
         t.slots[self._idx(addr, h.level)] = Leaf(folio, 0, h.level)
         self._cache = None
 

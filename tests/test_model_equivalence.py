@@ -368,6 +368,24 @@ class EquivalenceMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.procs)
     @rule(data=st.data())
+    def rule_mremap(self, data):
+        i = self.draw_proc(data)
+        a, length = self.draw_range(data, i)
+        new_len = data.draw(st.sampled_from([self.PS, length, max(self.PS, length // 2),
+                                             2 * length]), label="new_len")
+        flags = data.draw(st.sampled_from([0, 0, hv.MREMAP_MAYMOVE | hv.MREMAP_FIXED,
+                                           hv.MREMAP_FIXED, 4]), label="flags")
+        new_addr = self.draw_addr(data, i) if flags & hv.MREMAP_FIXED else None
+        p, q = self.procs[i]
+        fo, ro = self.both("mremap(p%d, %#x, %#x, %#x, %d, %s)" % (
+            i, a, length, new_len, flags, new_addr if new_addr is None else hex(new_addr)),
+            lambda: p.mremap(a, length, new_len, flags, new_addr),
+            lambda: q.mremap(a, length, new_len, flags, new_addr))
+        if fo[0] == "ok":
+            self.note_probe(fo[1])
+
+    @precondition(lambda self: self.procs)
+    @rule(data=st.data())
     def rule_madvise(self, data):
         i = self.draw_proc(data)
         a, length = self.draw_range(data, i)

@@ -86,6 +86,9 @@ libc.munmap.restype = ctypes.c_int
 libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 libc.madvise.restype = ctypes.c_int
 libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+libc.mremap.restype = ctypes.c_void_p
+libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int,
+                        ctypes.c_void_p]
 libc.mprotect.restype = ctypes.c_int
 libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
 libc.syscall.restype = ctypes.c_long
@@ -298,6 +301,14 @@ class Worker:
         for u in self.uffds.values():
             u.forget(msg["addr"], msg["addr"] + msg["length"])
         return {"ok": 0}
+
+    def op_mremap(self, msg, fds, out_fds):
+        ctypes.set_errno(0)
+        r = libc.mremap(msg["addr"], msg["old_len"], msg["new_len"], msg["flags"],
+                        msg.get("new_addr") or 0)
+        if r is None or r == MAP_FAILED:
+            _raise_errno("mremap")
+        return {"ok": r}
 
     def op_mprotect(self, msg, fds, out_fds):
         if libc.mprotect(msg["addr"], msg["length"], msg["prot"]) != 0:

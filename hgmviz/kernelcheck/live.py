@@ -310,6 +310,11 @@ class LiveProcess:
     def munmap(self, addr: int, length: int) -> None:
         self._call({"op": "munmap", "addr": addr, "length": length})
 
+    def mremap(self, old_addr: int, old_len: int, new_len: int, flags: int = 0,
+               new_addr: int | None = None) -> int:
+        return self._call({"op": "mremap", "addr": old_addr, "old_len": old_len,
+                           "new_len": new_len, "flags": flags, "new_addr": new_addr})
+
     def mprotect(self, addr: int, length: int, prot: int) -> None:
         self._call({"op": "mprotect", "addr": addr, "length": length, "prot": prot})
 

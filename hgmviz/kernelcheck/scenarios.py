@@ -111,6 +111,7 @@ Scenario = CheckScenario
 _ADVICE = {v: k for k, v in O.ADVICE_NAMES.items()}
 _FALLOC = {v: k for k, v in O.FALLOC_MODES.items()}
 _PROT = {v: k for k, v in O.PROT_NAMES.items()}
+_MREMAP = {v: k for k, v in O.MREMAP_NAMES.items()}
 
 
 # --- step builders (they only build data) -----------------------------------------------------
@@ -172,6 +173,10 @@ def unregister(proc, at, length, **kw):
 
 def mprotect(proc, at, length, prot, **kw):
     return CheckStep(O.Mprotect(proc, at.addr, length, _PROT[prot]), **kw)
+
+
+def mremap(proc, at, length, new_len, flags=0, new_addr=None, **kw):
+    return CheckStep(O.Mremap(proc, at.addr, length, new_len, _MREMAP[flags], new_addr), **kw)
 
 
 def P(name, proc, mapping, offset):
@@ -909,6 +914,31 @@ S.append(CheckScenario(
         mprotect("p", At("a"), 6 * MiB, 3, expect="ENOMEM",
                  why="the read-only VMA became writable before the walk met the hole"),
         touch("p", At("a", 2 * MiB + 0x6000), maps={"A": 1, "B": 1}, pool=(-2, 0)),
+    )))
+
+S.append(CheckScenario(
+    "mremap_hugetlb", "mremap of a hugetlb mapping: rounded up, never grown, moved with its pages",
+    "mm/mremap.c for hugetlb: lengths are rounded up to the hugepage (2M -> 4K is a no-op, 4M -> "
+    "4K shrinks to 2M and unmaps the rest), growth and an unaligned address are EINVAL; a move "
+    "(MREMAP_MAYMOVE|MREMAP_FIXED) carries the entry over with its counters.",
+    {H2M: 2},
+    (P("A", "p", "a", 0x5000), P("B", "p", "a", 2 * MiB + 0x5000),
+     P("N", "p", "n", 0x5000)),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB, addr=PUD_ALIGNED, pool=(0, +2)),
+        mmap("p", "n", "f", 2 * MiB, addr=PUD_ALIGNED + GiB, pool=(0, +2)),
+        munmap("p", At("n"), 2 * MiB),
+        touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, +1)),
+        touch("p", At("a", 2 * MiB + 0x5000), maps={"B": 1}, pool=(-2, 0)),
+        mremap("p", At("a", 2 * MiB), 2 * MiB, 0x1000, maps={"B": 1}),
+        mremap("p", At("a"), 2 * MiB, 4 * MiB, expect="EINVAL"),
+        mremap("p", At("a", 0x1000), 2 * MiB, 2 * MiB, expect="EINVAL"),
+        mremap("p", At("a"), 4 * MiB, 0x1000, maps={"A": 1, "B": None}, pool=(-2, 0),
+               why="the tail's page stays in the page cache"),
+        mremap("p", At("a"), 2 * MiB, 2 * MiB, flags=3, new_addr=PUD_ALIGNED + GiB,
+               maps={"A": None, "N": 1}, pool=(-2, 0)),
     )))
 
 SCENARIOS: tuple[CheckScenario, ...] = tuple(S)

@@ -30,6 +30,7 @@ HGM schemes' error-injection points model that).
 from .checkpoint import Checkpoint, CheckpointMismatch
 from .machine import Machine
 from .hugetlbfs import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE
+from .mremap import MREMAP_DONTUNMAP, MREMAP_FIXED, MREMAP_MAYMOVE
 from .structs import (MADV_COLLAPSE, MADV_DONTNEED, MADV_REMOVE, MADV_SPLIT, PROT_EXEC,
                       PROT_NONE, PROT_READ, PROT_WRITE, UFFD_MINOR, UFFD_MISSING, UFFD_WP, File,
                       FileView, Folio, MachineState, MmView, PagemapEntry, Process, Vma)
@@ -37,4 +38,5 @@ from .structs import (MADV_COLLAPSE, MADV_DONTNEED, MADV_REMOVE, MADV_SPLIT, PRO
 __all__ = ["Machine", "Process", "File", "Folio", "Vma", "PagemapEntry", "MachineState",
            "MmView", "FileView", "Checkpoint", "CheckpointMismatch", "MADV_DONTNEED",
            "MADV_REMOVE", "MADV_COLLAPSE", "MADV_SPLIT", "FALLOC_FL_KEEP_SIZE",
-           "FALLOC_FL_PUNCH_HOLE", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC"]
+           "FALLOC_FL_PUNCH_HOLE", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
+           "MREMAP_MAYMOVE", "MREMAP_FIXED", "MREMAP_DONTUNMAP"]

@@ -225,7 +225,7 @@ def hugetlbfs_fallocate(m, f, offset, length, mode=0):
         raise syscall_error(errno.EOPNOTSUPP, "fallocate: hugetlbfs supports the modes 0, "
                             "FALLOC_FL_KEEP_SIZE and FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE, "
                             "not %#x (hugetlbfs_fallocate)" % mode)
-    m.call_path = ["fallocate", "vfs_fallocate", "hugetlbfs_fallocate"]
+    m.call_path = ["fallocate", "hugetlbfs_fallocate"]
     if mode & FALLOC_FL_PUNCH_HOLE:
         hugetlbfs_punch_hole(m, st, offset, length)
         m._account()

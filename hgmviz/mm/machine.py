@@ -19,7 +19,7 @@ from ..schemes import SchemeRefusal, get_scheme_class
 from ..schemes.base import UPDATE_KINDS
 from . import checkpoint as _checkpoint
 from .checkpoint import Checkpoint
-from . import fork, hugetlb, hugetlbfs, madvise, mmap, mprotect, procfs, userfaultfd
+from . import fork, hugetlb, hugetlbfs, madvise, mmap, mprotect, mremap, procfs, userfaultfd
 from .structs import (_PFN_BASE, File, Folio, MachineState, Process, Vma, _check_int, _FileState,
                       _file_state, _fmt, _mm_state, _MmState, _read_only)
 
@@ -380,6 +380,7 @@ class Machine:
     _sys_close = hugetlbfs.close_fd
     _sys_ftruncate = hugetlbfs.hugetlbfs_setattr
     _sys_mprotect = mprotect.do_mprotect_pkey
+    _sys_mremap = mremap.do_mremap
     _maybe_release = hugetlbfs.hugetlbfs_evict_inode
     _new_mm = fork.mm_alloc
     _sys_spawn = fork.spawn

@@ -350,6 +350,12 @@ class Process:
     def munmap(self, addr, length):
         return self._m._op("munmap", self._m._sys_munmap, self, addr, length)
 
+    def mremap(self, old_addr, old_len, new_len, flags=0, new_addr=None):
+        """``mremap(old_addr, old_len, new_len, flags, new_addr)``; returns the new address
+        (:func:`hgmviz.mm.mremap.do_mremap`)."""
+        return self._m._op("mremap", self._m._sys_mremap, self, old_addr, old_len, new_len,
+                           flags, new_addr)
+
     def mprotect(self, addr, length, prot):
         """``mprotect(addr, length, prot)`` (:func:`hgmviz.mm.mprotect.do_mprotect_pkey`)."""
         return self._m._op("mprotect", self._m._sys_mprotect, self, addr, length, prot)

@@ -14,7 +14,8 @@ plus its labels) and returns an :class:`Outcome`: ``ok``, an errno name, ``SIGBU
 """
 from . import records as _records
 from .fields import InvalidOperation, Labels, arg
-from .records import (ADVICE_NAMES, FALLOC_MODES, INJECT_POINTS, OPERATIONS, PROT_NAMES, Addr, Button, Close, Exit,
+from .records import (ADVICE_NAMES, FALLOC_MODES, INJECT_POINTS, MREMAP_NAMES, OPERATIONS,
+                      PROT_NAMES, Addr, Button, Close, Exit,
                       Fallocate, Fork, Inject, Madvise, MemfdCreate, Mmap, Munmap, Operation,
                       OpSpec, Spawn, Touch, UffdioContinue, UffdioContinueBatch,
                       UffdioRegister, buttons, check_op, fields_of, operation, quiet,
@@ -24,7 +25,8 @@ from .run import (ERROR_STATUS, Outcome, World, op_from_dict, op_to_dict, outcom
 
 globals().update({name: getattr(_records, name) for name in OPERATIONS})   # every record
 
-__all__ = ["Addr", "ADVICE_NAMES", "FALLOC_MODES", "PROT_NAMES", "INJECT_POINTS", "OPERATIONS", "Operation", "OpSpec",
+__all__ = ["Addr", "ADVICE_NAMES", "FALLOC_MODES", "PROT_NAMES", "MREMAP_NAMES", "INJECT_POINTS",
+           "OPERATIONS", "Operation", "OpSpec",
            "Button", "operation", "arg", "check_op", "buttons", "spec_of", "fields_of", "quiet",
            "InvalidOperation", "Labels", "Outcome", "World", "run_step", "outcome_of",
            "ERROR_STATUS", "op_to_dict", "op_from_dict"] + list(OPERATIONS)

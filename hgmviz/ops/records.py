@@ -25,14 +25,16 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from ..mm import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MADV_COLLAPSE, MADV_DONTNEED,
-                  MADV_REMOVE, MADV_SPLIT, PROT_NONE, PROT_READ, PROT_WRITE)
+                  MADV_REMOVE, MADV_SPLIT, MREMAP_FIXED, MREMAP_MAYMOVE, PROT_NONE, PROT_READ,
+                  PROT_WRITE)
 from ..units import format_size
 from .fields import (ADDR, BOOL, FILE, HSTATE, OFFSET, OPT_ADDR, PROC, SIZE, Choice, Flag,
                      InvalidOperation, Kind, Labels, NewLabel, UffdMode, _Check, arg, kind_of)
 
 __all__ = ["Operation", "OpSpec", "Button", "operation", "OPERATIONS", "ADVICE_NAMES",
            "INJECT_POINTS", "check_op", "buttons", "spec_of", "fields_of", "quiet", "Addr",
-           "FALLOC_MODES", "PROT_NAMES", "Spawn", "MemfdCreate", "Fallocate", "Ftruncate", "Close", "Mprotect", "Mmap", "Munmap", "Madvise", "Touch",
+           "FALLOC_MODES", "PROT_NAMES", "MREMAP_NAMES", "Spawn", "MemfdCreate", "Fallocate", "Ftruncate", "Close",
+           "Mprotect", "Mremap", "Mmap", "Munmap", "Madvise", "Touch",
            "Fork", "Exit", "UffdioRegister", "UffdioContinue",
            "UffdioContinueBatch", "Inject"]
 
@@ -252,6 +254,8 @@ ADVICE_NAMES = {"MADV_DONTNEED": MADV_DONTNEED, "MADV_REMOVE": MADV_REMOVE,
 #: mprotect protections by the kernel's flag names.
 PROT_NAMES = {"PROT_READ|PROT_WRITE": PROT_READ | PROT_WRITE, "PROT_READ": PROT_READ,
               "PROT_NONE": PROT_NONE}
+#: mremap flags by the kernel's names.
+MREMAP_NAMES = {"0": 0, "MREMAP_MAYMOVE|MREMAP_FIXED": MREMAP_MAYMOVE | MREMAP_FIXED}
 #: fallocate modes by the kernel's flag names (include/uapi/linux/falloc.h).
 FALLOC_MODES = {"0": 0, "FALLOC_FL_KEEP_SIZE": FALLOC_FL_KEEP_SIZE,
                 "FALLOC_FL_PUNCH_HOLE|FALLOC_FL_KEEP_SIZE": FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
@@ -282,8 +286,8 @@ class MemfdCreate(Operation):
 
 @operation(word="fallocate", text="Allocate the file's pages in [offset, offset+length), or "
            "with FALLOC_FL_PUNCH_HOLE remove the whole hugepages in it from every process",
-           call_path="vfs_fallocate → hugetlbfs_fallocate → alloc_hugetlb_folio | "
-           "hugetlbfs_punch_hole",
+           call_path="hugetlbfs_fallocate → alloc_hugetlb_folio → hugetlb_add_to_page_cache "
+           "| hugetlbfs_punch_hole",
            call="file.fallocate(offset, length, mode)",
            log="fallocate {file} {offset:#x}, {length}{mode_text}",
            c="fallocate({file}, {mode}, {offset}, {length})",
@@ -383,6 +387,26 @@ class Mprotect(Operation):
     addr: Addr = arg(ADDR)
     length: int = arg(SIZE)
     prot: str = arg(Choice(PROT_NAMES, PROT_NAMES), "PROT_READ")
+
+
+@operation(word="mremap", text="Shrink [address, address+length) to new_length (rounded up to "
+           "the hugepage), or move it to new_addr (MREMAP_MAYMOVE|MREMAP_FIXED): the entries "
+           "move, the counters stay",
+           call_path="mremap → move_vma → move_hugetlb_page_tables",
+           call="proc.mremap(addr, length, new_length, flags, new_addr)",
+           log="mremap {proc} {addr}, {length} → {new_length}{where}", returns="at {value:#x}",
+           c="{proc}: mremap({addr}, {length}, {new_length}, {flags})")
+class Mremap(Operation):
+    proc: str = arg(PROC)
+    addr: Addr = arg(ADDR)
+    length: int = arg(SIZE)
+    new_length: int = arg(SIZE)
+    flags: str = arg(Choice(MREMAP_NAMES, MREMAP_NAMES), "0")
+    new_addr: Optional[int] = arg(OPT_ADDR, None)
+
+    @property
+    def where(self) -> str:
+        return "" if self.new_addr is None else " at %#x" % self.new_addr
 
 
 @operation(word="madvise", text="madvise(address, length, advice)",
