@@ -233,19 +233,33 @@ def hugetlbfs_fallocate(m, f, offset, length, mode=0):
         return 0
     start = offset >> h.shift
     end = (offset + length + h.size - 1) >> h.shift
-    ensure_extent(m, st, end, "fallocate")
-    for idx in range(start, end):
-        if st.pc[idx] >= 0:
-            continue
-        try:
+    # where the kernel's loop will stop: each missing index takes its reservation or one of the
+    # HugePages_Free - HugePages_Rsvd unreserved pages; counted first, so that a huge range
+    # neither loops nor grows the arrays past the page that fails
+    budget = hugetlb.free_huge_pages(m, h) - m._resv[h.index]
+    stop = end
+    top = min(end, st.pc.size)
+    for idx in range(start, top):
+        if st.pc[idx] < 0 and st.resv[idx] != 1:
+            if budget <= 0:
+                stop = idx
+                break
+            budget -= 1
+    else:
+        if end > max(start, top) and end - max(start, top) > budget:
+            stop = max(start, top) + budget
+    ensure_extent(m, st, stop, "fallocate")
+    for idx in range(start, stop):
+        if st.pc[idx] < 0:
             hugetlb.alloc_hugetlb_folio(m, st, idx)
-        except LookupError as e:
-            # "goto out": the pages added so far stay in the page cache; i_size is unchanged
-            m._account()
-            m._finish()
-            raise StateKept(errno.ENOSPC, "ENOSPC: fallocate: %s; the pages added before it "
-                            "stay in the page cache and i_size is unchanged "
-                            "(hugetlbfs_fallocate)" % e) from None
+    if stop < end:
+        # "goto out": the pages added so far stay in the page cache; i_size is unchanged
+        m._account()
+        m._finish()
+        raise StateKept(errno.ENOSPC, "ENOSPC: fallocate: no free %s hugepage for index %d "
+                        "(HugePages_Free %d, HugePages_Rsvd %d); the pages added before it stay "
+                        "in the page cache and i_size is unchanged (hugetlbfs_fallocate)"
+                        % (_fmt(h.size), stop, hugetlb.free_huge_pages(m, h), m._resv[h.index]))
     if not mode & FALLOC_FL_KEEP_SIZE and offset + length > st.size:
         st.size = offset + length        # not rounded up
     m._account()
