@@ -342,6 +342,12 @@ class RefProcess:
     def mprotect(self, addr, length, prot):
         return self._m._op(self._m._sys_mprotect, self, addr, length, prot)
 
+    def uffdio_copy(self, addr, length):
+        return self._m._op(self._m._sys_uffdio_copy, self, addr, length)
+
+    def uffdio_wake(self, addr, length):
+        return self._m._op(self._m._sys_uffdio_wake, self, addr, length)
+
     def mremap(self, old_addr, old_len, new_len, flags=0, new_addr=None):
         return self._m._op(self._m._sys_mremap, self, old_addr, old_len, new_len, flags, new_addr)
 
@@ -1122,6 +1128,60 @@ class RefMachine:
             if changed:
                 raise StateKept(err, "mprotect: stopped; earlier VMAs changed")
             raise _err(err, "mprotect failed")
+        return 0
+
+    # ---- UFFDIO_COPY: hugepage by hugepage in one registered VMA; a page the shared file's
+    # page cache holds or a present entry is EEXIST; the page takes the reservation (ENOMEM
+    # without one); shared: into the page cache (EFAULT past i_size); private: anonymous; an
+    # error after some pages is EAGAIN with the bytes copied.  UFFDIO_WAKE changes nothing.
+    def _sys_uffdio_copy(self, proc, addr, length):
+        mm = self._mm(proc)
+        addr, end = self._validate_range(addr, length)
+        vma = self._find_vma(mm, addr)
+        if vma is None or end > vma.end or vma.ctx is None:
+            raise _err(errno.ENOENT, "UFFDIO_COPY: not in one registered VMA")
+        h = self._hs(vma)
+        if addr % h.size or (end - addr) % h.size:
+            raise _err(errno.EINVAL, "UFFDIO_COPY: not hugepage aligned")
+        st = self._s.files[vma.file]
+        done = 0
+        for a in range(addr, end, h.size):
+            try:
+                self._copy_one(mm, vma, h, st, a)
+            except OSError as e:
+                if done:
+                    raise PartialProgress(done, e) from None
+                raise
+            done += h.size
+        return done
+
+    def _copy_one(self, mm, vma, h, st, a):
+        idx, _ = self._file_index(vma, a)
+        if vma.shared and idx in st.pc:
+            raise _err(errno.EEXIST, "UFFDIO_COPY: in the page cache")
+        _, e = self._walk(mm.root, a)
+        if isinstance(e, Leaf) or self._table_at(mm.root, a, h.level - 1) is not None:
+            raise _err(errno.EEXIST, "UFFDIO_COPY: present")
+        if vma.shared:
+            if idx >= st.i_size >> h.shift:
+                raise _err(errno.EFAULT, "UFFDIO_COPY: past i_size")
+            try:
+                folio = self._alloc_hugetlb_folio(st, idx)
+            except LookupError:
+                raise _err(errno.ENOMEM, "UFFDIO_COPY: no hugepage") from None
+        else:
+            try:
+                folio = self._alloc_anon(vma, idx, False)
+            except LookupError:
+                raise _err(errno.ENOMEM, "UFFDIO_COPY: no hugepage") from None
+            vma.anon_vma = True
+        t = self._alloc_tables(mm, vma, a, h.level)
+        t.slots[self._idx(a, h.level)] = Leaf(folio, 0, h.level)
+        self._cache = None
+
+    def _sys_uffdio_wake(self, proc, addr, length):
+        self._mm(proc)
+        self._validate_range(addr, length)
         return 0
 
     # ---- mremap (hugetlb): lengths rounded up to the hugepage, no growth, aligned addresses;

@@ -461,6 +461,21 @@ class EquivalenceMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.procs)
     @rule(data=st.data())
+    def rule_copy(self, data):
+        i = self.draw_proc(data)
+        a, length = self.draw_range(data, i)
+        p, q = self.procs[i]
+        self.note_probe(a)
+        wake = data.draw(st.booleans(), label="wake")
+        if wake:
+            self.both("uffdio_wake(p%d, %#x, %#x)" % (i, a, length),
+                      lambda: p.uffdio_wake(a, length), lambda: q.uffdio_wake(a, length))
+        else:
+            self.both("uffdio_copy(p%d, %#x, %#x)" % (i, a, length),
+                      lambda: p.uffdio_copy(a, length), lambda: q.uffdio_copy(a, length))
+
+    @precondition(lambda self: self.procs)
+    @rule(data=st.data())
     def rule_continue_batch(self, data):
         i = self.draw_proc(data)
         a = self.draw_addr(data, i)

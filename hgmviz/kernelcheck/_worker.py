@@ -50,6 +50,7 @@ SYS_userfaultfd = 323                # arch/x86/entry/syscalls/syscall_64.tbl
 PROT_READ, PROT_WRITE = 0x1, 0x2
 MAP_SHARED, MAP_PRIVATE = 0x01, 0x02
 MAP_FIXED = 0x10
+MAP_ANONYMOUS = 0x20
 MAP_NORESERVE = 0x4000
 MAP_FIXED_NOREPLACE = 0x100000
 
@@ -60,6 +61,8 @@ UFFDIO_REGISTER = 0xC020AA00         # struct uffdio_register (32 bytes)
 UFFDIO_UNREGISTER = 0x8010AA01       # struct uffdio_range (16 bytes), _IOR
 UFFDIO_WRITEPROTECT = 0xC018AA06     # struct uffdio_writeprotect (24 bytes)
 UFFDIO_CONTINUE = 0xC020AA07         # struct uffdio_continue (32 bytes)
+UFFDIO_COPY = 0xC028AA03             # struct uffdio_copy (40 bytes)
+UFFDIO_WAKE = 0x8010AA02             # struct uffdio_range (16 bytes), _IOR
 
 UFFDIO_REGISTER_MODE_MISSING = 1 << 0
 UFFDIO_REGISTER_MODE_WP = 1 << 1
@@ -356,6 +359,34 @@ class Worker:
         if self.uffds:
             return list(self.uffds.values())[-1]
         raise OSError(errno.EBADF, "this process has no userfaultfd registered")
+
+    def op_uffd_copy(self, msg, fds, out_fds):
+        u = self._uffd_for(msg["start"], 0xff)
+        src = libc.mmap(None, msg["length"], PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        if src is None or src == MAP_FAILED:
+            _raise_errno("mmap(source)")
+        try:
+            buf = ctypes.create_string_buffer(struct.pack("QQQQq", msg["start"], src,
+                                                          msg["length"], 0, 0), 40)
+            r = libc.ioctl(u.fd, UFFDIO_COPY, buf)
+            e = ctypes.get_errno()
+            copied = struct.unpack("QQQQq", buf.raw)[4]
+        finally:
+            libc.munmap(src, msg["length"])
+        if r != 0:
+            err = OSError(e, "UFFDIO_COPY: %s" % os.strerror(e))
+            if e == errno.EAGAIN:
+                err.extra = {"mapped": copied}
+            raise err
+        return {"ok": copied}
+
+    def op_uffd_wake(self, msg, fds, out_fds):
+        u = self._uffd_for(msg["start"], 0xff)
+        buf = ctypes.create_string_buffer(struct.pack("QQ", msg["start"], msg["length"]), 16)
+        if libc.ioctl(u.fd, UFFDIO_WAKE, buf) != 0:
+            _raise_errno("UFFDIO_WAKE")
+        return {"ok": 0}
 
     def op_uffd_continue(self, msg, fds, out_fds):
         u = self._uffd_for(msg["start"], UFFDIO_REGISTER_MODE_MINOR)

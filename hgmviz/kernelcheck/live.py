@@ -350,6 +350,14 @@ class LiveProcess:
     def uffdio_writeprotect(self, addr: int, length: int, wp: bool = True) -> None:
         self._call({"op": "uffd_writeprotect", "start": addr, "length": length, "wp": wp})
 
+    def uffdio_copy(self, addr: int, length: int) -> int:
+        """UFFDIO_COPY from a zeroed buffer; partial progress raises PartialProgress (EAGAIN)
+        with ``.mapped`` = the bytes copied."""
+        return self._call({"op": "uffd_copy", "start": addr, "length": length})
+
+    def uffdio_wake(self, addr: int, length: int) -> None:
+        self._call({"op": "uffd_wake", "start": addr, "length": length})
+
     def uffdio_unregister(self, addr: int, length: int) -> None:
         self._call({"op": "uffd_unregister", "start": addr, "length": length})
 

@@ -167,6 +167,14 @@ def fallocate(file, offset, length, mode=0, **kw):
     return CheckStep(O.Fallocate(file, offset, length, _FALLOC[mode]), **kw)
 
 
+def copy(proc, at, length, **kw):
+    return CheckStep(O.UffdioCopy(proc, at.addr, length), **kw)
+
+
+def wake(proc, at, length, **kw):
+    return CheckStep(O.UffdioWake(proc, at.addr, length), **kw)
+
+
 def unregister(proc, at, length, **kw):
     return CheckStep(O.UffdioUnregister(proc, at.addr, length), **kw)
 
@@ -940,6 +948,30 @@ S.append(CheckScenario(
         mremap("p", At("a"), 2 * MiB, 2 * MiB, flags=3, new_addr=PUD_ALIGNED + GiB,
                maps={"A": None, "N": 1}, pool=(-2, 0)),
     )))
+
+S.append(CheckScenario(
+    "uffdio_copy", "UFFDIO_COPY fills a missing page, and every mapping sees it",
+    "A touch of a missing page in a MISSING-registered VMA is a userfault; UFFDIO_COPY "
+    "(hugetlb_mfill_atomic_pte) allocates the page with the reservation, puts it in the page "
+    "cache and maps it (kpagecount 1); a second COPY is EEXIST; less than a hugepage is EINVAL; "
+    "UFFDIO_WAKE changes nothing; another mapping of the file finds the copied page.",
+    {H2M: 2},
+    (P("A", "p", "a", 0x5000), P("B", "p", "b", 0x5000)),
+    (
+        memfd("f", 4 * MiB),
+        spawn("p"),
+        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        register("p", At("a"), 4 * MiB, "missing"),
+        touch("p", At("a", 0x5000), expect="userfault:missing", maps={"A": None}),
+        copy("p", At("a"), 2 * MiB, maps={"A": 1}, pool=(-1, +1)),
+        touch("p", At("a", 0x5000), maps={"A": 1}),
+        copy("p", At("a"), 2 * MiB, expect="EEXIST"),
+        copy("p", At("a", 2 * MiB), 0x1000, expect="EINVAL"),
+        wake("p", At("a", 2 * MiB), 2 * MiB, pool=(-1, +1)),
+        mmap("p", "b", "f", 2 * MiB),
+        touch("p", At("b", 0x5000), maps={"A": 2, "B": 2}, pool=(-1, +1)),
+    ),
+    userfaultfd=True))
 
 SCENARIOS: tuple[CheckScenario, ...] = tuple(S)
 del S

@@ -15,7 +15,7 @@ byte-identical.  Page-table writes are journalled by the core and rolled back; t
 Python-side state (VMAs, page caches, the pool) is saved before each operation and restored
 on failure.  The exceptions are the kernel's own partial progress (docs/kernel-notes/issue13.md
 §8), raised with the kernel's errno as :class:`~hgmviz.errors.PartialProgress` (EAGAIN with
-``mapped``: UFFDIO_CONTINUE) or :class:`~hgmviz.errors.StateKept` (everything else):
+``mapped``: UFFDIO_CONTINUE, UFFDIO_COPY) or :class:`~hgmviz.errors.StateKept` (everything else):
 madvise() over holes (the mapped parts had the advice; ENOMEM), MADV_REMOVE stopped by a
 private VMA (EACCES), fallocate out of pages (the pages added stay; ENOSPC), munmap whose end
 split fails (the start split stays; EINVAL), MAP_FIXED whose hugetlbfs mmap fails (the old

@@ -403,6 +403,8 @@ class Machine:
     _uffd_range = userfaultfd.uffd_range
     _sys_uffdio_register = userfaultfd.userfaultfd_register
     _sys_uffdio_unregister = userfaultfd.userfaultfd_unregister
+    _sys_uffdio_copy = userfaultfd.uffdio_copy
+    _sys_uffdio_wake = userfaultfd.uffdio_wake
     _continue_target = userfaultfd.continue_target
     _continue = userfaultfd.mfill_atomic_hugetlb
     _continue_result = staticmethod(userfaultfd.continue_result)

@@ -380,6 +380,16 @@ class Process:
         return self._m._op("uffdio_register", self._m._sys_uffdio_register, self, addr, length,
                            mode, event_fork)
 
+    def uffdio_copy(self, addr, length):
+        """``UFFDIO_COPY``: fill the missing pages of ``[addr, addr + length)`` (in a
+        userfaultfd-registered VMA) with new pages; returns the bytes copied
+        (:func:`hgmviz.mm.userfaultfd.uffdio_copy`)."""
+        return self._m._op("uffdio_copy", self._m._sys_uffdio_copy, self, addr, length)
+
+    def uffdio_wake(self, addr, length):
+        """``UFFDIO_WAKE``: wake the faults waiting in the range (nothing else changes)."""
+        return self._m._op("uffdio_wake", self._m._sys_uffdio_wake, self, addr, length)
+
     def uffdio_unregister(self, addr, length):
         return self._m._op("uffdio_unregister", self._m._sys_uffdio_unregister, self, addr,
                            length)

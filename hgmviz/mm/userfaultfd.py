@@ -11,7 +11,7 @@ import numpy as np
 from .. import core
 from ..errors import PartialProgress, StateKept, syscall_error
 from .structs import UFFD_MINOR, UFFD_WP, ULONG_LIMIT, _UFFD_MODES, _check_int, _fmt
-from . import hugetlb, mmap
+from . import hugetlb, hugetlbfs, mmap
 
 
 def parse_modes(m, mode):
@@ -272,3 +272,108 @@ def uffdio_continue_batch(m, proc, addr, length, piece):
                 pos += piece
         pos = seg
     return total
+
+
+# =========================================================================================
+# UFFDIO_COPY and UFFDIO_WAKE (docs/kernel-notes/issue13.md §7; live scenario uffdio_copy)
+# =========================================================================================
+def uffdio_copy(m, proc, addr, length):
+    """``userfaultfd_copy`` → ``mfill_atomic_copy`` → ``mfill_atomic_hugetlb`` →
+    ``hugetlb_mfill_atomic_pte`` (mm/hugetlb.c; v6.3 ``hugetlb_mcopy_atomic_pte``), one
+    hugepage at a time: the range must lie in one registered VMA (ENOENT) and be aligned to
+    its hugepage (EINVAL below it — HGM's 4 KiB pieces are for CONTINUE only); a page the page
+    cache of a shared VMA already holds, or a present entry, is EEXIST; the new page takes the
+    reservation (``alloc_hugetlb_folio``; ENOMEM when none can be had) and, in a shared VMA,
+    goes into the page cache where every other mapping sees it (past i_size: EFAULT); in a
+    private VMA it is an anonymous folio.  After some pages, an error is EAGAIN with ``copy``
+    bytes (:class:`~hgmviz.errors.PartialProgress`), the pages before it kept.  The waiting
+    faults are woken (a retried touch then finds the page)."""
+    mm = m._mm(proc)
+    what = "UFFDIO_COPY"
+    addr, length, end = mmap.check_page_range(m, what, addr, length)
+    if length == 0 or length & (m.geometry.PAGE_SIZE - 1):
+        raise syscall_error(errno.EINVAL, "%s: length must be a positive multiple of %d"
+                            % (what, m.geometry.PAGE_SIZE))
+    vma = m._find_vma(mm, addr)
+    if vma is None or end > vma.end or not vma.uffd:
+        raise syscall_error(errno.ENOENT, "%s: %#x-%#x is not inside one VMA registered with "
+                            "userfaultfd (find_dst_vma)" % (what, addr, end))
+    h = m._hstate_of(vma)
+    if addr & (h.size - 1) or length & (h.size - 1):
+        raise syscall_error(errno.EINVAL, "%s: on a %s hugetlb VMA the range must be aligned to "
+                            "the hugepage (mfill_atomic_hugetlb)" % (what, _fmt(h.size)))
+    m.call_path = ["UFFDIO_COPY", "mfill_atomic_hugetlb", "hugetlb_mfill_atomic_pte"]
+    st = m._files[vma.file]
+    copied = 0
+    for a in range(addr, end, h.size):
+        try:
+            vma = _mfill_copy_one(m, mm, vma, h, st, a)
+        except OSError as e:
+            if not copied:
+                raise
+            m._account()
+            m._finish()
+            raise PartialProgress(copied, e) from None
+        copied += h.size
+    m._account()
+    m._finish()
+    return copied
+
+
+def _mfill_copy_one(m, mm, vma, h, st, a):
+    idx = hugetlb.linear_page_index(m, vma, a, h)
+    if vma.shared and idx < st.pc.size and st.pc[idx] >= 0:
+        raise syscall_error(errno.EEXIST, "UFFDIO_COPY: the page cache already holds the page "
+                            "at %#x (hugetlbfs_pagecache_present)" % a)
+    share = hugetlb.huge_pmd_share(m, mm, vma, a) if vma.shared else 0
+    kind, lvl, _ = core.probe(m.pt.P, m._g, mm.pgd, a, h.level, share)
+    if kind != 0 or lvl < h.level:           # huge_pte_none_mostly() of the hstate-level entry
+        raise syscall_error(errno.EEXIST, "UFFDIO_COPY: %#x is already mapped" % a)
+    if vma.shared:
+        if idx >= st.size >> h.shift:
+            raise syscall_error(errno.EFAULT, "UFFDIO_COPY: %#x is past the end of the file "
+                                "(i_size %#x)" % (a, st.size))
+        hugetlbfs.ensure_extent(m, st, idx + 1, "UFFDIO_COPY")
+        try:
+            hugetlb.alloc_hugetlb_folio(m, st, idx)
+        except LookupError as e:
+            raise syscall_error(errno.ENOMEM, "UFFDIO_COPY: %s" % e) from None
+        pc = st.pc
+    else:
+        try:
+            fid, vma = hugetlb.alloc_hugetlb_folio_anon(m, mm, vma, idx, avoid_reserve=False)
+        except LookupError as e:
+            raise syscall_error(errno.ENOMEM, "UFFDIO_COPY: %s" % e) from None
+        if not vma.anon_vma:
+            vma = hugetlb._set_vma(mm, vma, anon_vma=True)
+        pc = np.full(idx + 1, -1, np.int32)
+        pc[idx] = fid
+    share_arr = np.array([share], dtype=np.int32)
+    share_base = a & ~(m.geometry.level_size(3) - 1)
+
+    def run(limit):
+        m._kcall(core.install_range, m._g, mm.pgd, mm.pid, vma.start, vma.pgoff, h.shift,
+                 h.level, h.shift, pc, m._folio_pfn, a, a + 1, core.MODE_FAULT, 0, limit,
+                 share_base, share_arr, 0, m._res)
+        return int(m._res[1])
+
+    _, refusal = m._guarded(run, "UFFDIO_COPY")
+    if refusal is not None:
+        raise syscall_error(errno.ENOMEM if m.errors == "proposed" else errno.EFAULT,
+                            "UFFDIO_COPY: the refcount guard refused folio %d at refcount %d"
+                            % (refusal.folio, refusal.refcount))
+    return vma
+
+
+def uffdio_wake(m, proc, addr, length):
+    """``userfaultfd_wake``: wake the faults waiting in ``[addr, addr + length)``; a woken
+    fault retries (a touch again: the page if COPY put it there, else another userfault).
+    The simulator keeps no waiting tasks, so it only checks the range (``validate_range``:
+    EINVAL) and changes nothing."""
+    m._mm(proc)
+    addr, length, end = mmap.check_page_range(m, "UFFDIO_WAKE", addr, length)
+    if length == 0 or length & (m.geometry.PAGE_SIZE - 1):
+        raise syscall_error(errno.EINVAL, "UFFDIO_WAKE: length must be a positive multiple of "
+                            "%d" % m.geometry.PAGE_SIZE)
+    m.call_path = ["UFFDIO_WAKE", "userfaultfd_wake", "wake_userfault"]
+    return 0

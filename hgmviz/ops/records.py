@@ -33,9 +33,9 @@ from .fields import (ADDR, BOOL, FILE, HSTATE, OFFSET, OPT_ADDR, PROC, SIZE, Cho
 
 __all__ = ["Operation", "OpSpec", "Button", "operation", "OPERATIONS", "ADVICE_NAMES",
            "INJECT_POINTS", "check_op", "buttons", "spec_of", "fields_of", "quiet", "Addr",
-           "FALLOC_MODES", "PROT_NAMES", "MREMAP_NAMES", "Spawn", "MemfdCreate", "Fallocate", "Ftruncate", "Close",
-           "Mprotect", "Mremap", "Mmap", "Munmap", "Madvise", "Touch",
-           "Fork", "Exit", "UffdioRegister", "UffdioContinue",
+           "FALLOC_MODES", "PROT_NAMES", "MREMAP_NAMES", "Spawn", "MemfdCreate", "Fallocate",
+           "Ftruncate", "Close", "Mprotect", "Mremap", "Mmap", "Munmap", "Madvise", "Touch",
+           "Fork", "Exit", "UffdioRegister", "UffdioCopy", "UffdioWake", "UffdioContinue",
            "UffdioContinueBatch", "Inject"]
 
 Addr = Union[int, str, tuple]
@@ -499,6 +499,28 @@ class UffdioRegister(Operation):
            c="{proc}: UFFDIO_UNREGISTER({addr}, {length})",
            buttons=[Button("unregister", "UFFDIO_UNREGISTER", order=105)])
 class UffdioUnregister(Operation):
+    proc: str = arg(PROC)
+    addr: Addr = arg(ADDR)
+    length: int = arg(SIZE)
+
+
+@operation(word="UFFDIO_COPY", text="Fill the missing hugepages of [address, address+length) "
+           "with new pages (needs UFFDIO_REGISTER); in a shared VMA they join the page cache",
+           call_path="mfill_atomic_hugetlb → hugetlb_mfill_atomic_pte",
+           call="proc.uffdio_copy(addr, length)", returns="copied {size}",
+           log="UFFDIO_COPY {proc} {addr}, {length}", c="{proc}: UFFDIO_COPY({addr}, {length})",
+           buttons=[Button("copy", "UFFDIO_COPY", order=22, row=1)])
+class UffdioCopy(Operation):
+    proc: str = arg(PROC)
+    addr: Addr = arg(ADDR)
+    length: int = arg(SIZE)
+
+
+@operation(word="UFFDIO_WAKE", text="Wake the faults waiting in [address, address+length): "
+           "they retry", call_path="userfaultfd_wake → wake_userfault",
+           call="proc.uffdio_wake(addr, length)", log="UFFDIO_WAKE {proc} {addr}, {length}",
+           c="{proc}: UFFDIO_WAKE({addr}, {length})")
+class UffdioWake(Operation):
     proc: str = arg(PROC)
     addr: Addr = arg(ADDR)
     length: int = arg(SIZE)
