@@ -351,7 +351,7 @@ class Mmap(Operation):
     offset: int = arg(OFFSET, 0)
     addr: Optional[int] = arg(OPT_ADDR, None)
     noreserve: bool = arg(BOOL, False)
-    shared: bool = arg(BOOL, True)
+    shared: bool = arg(Flag(("MAP_PRIVATE", "")), True)    # a call line names only MAP_PRIVATE
 
     @property
     def private(self) -> str:
