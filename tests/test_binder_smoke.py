@@ -17,13 +17,18 @@
    is compiled: the cache postBuild left covers every kernel the tour calls, for the copy
    of hgmviz the notebook kernel imports.
 
-It downloads the pinned packages (about 700 MiB) and takes about 90 s. It is skipped only
+``test_lab_check_without_chromium_apt_or_root`` is the other fresh-install smoke test: ``bash
+scripts/lab.sh --check`` on a copy of the repository with no root, apt-get, sudo or Chromium (how:
+tests/test_setup.py, whose helpers it uses).
+
+The Binder test downloads the pinned packages (about 700 MiB) and takes about 90 s. It is skipped only
 when pip cannot reach a package index; with CI=true it never skips: any failure fails.
 """
 from __future__ import annotations
 
 import json
 import os
+import pwd
 import re
 import shutil
 import subprocess
@@ -32,6 +37,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from test_setup import IS_ROOT, _out, _run_lab, _tmp   # tests/ is on sys.path under pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BINDER = ROOT / "binder"
@@ -248,3 +255,32 @@ def test_binder_builds_and_runs_the_tour_warm(tmp_path):
         assert cell["seconds"] < CELL_LIMIT, (
             "%s took %.2f s right after a Binder start (limit %.1f s):\n%s"
             % (label, cell["seconds"], CELL_LIMIT, cell["source"]))
+
+
+def test_lab_check_without_chromium_apt_or_root():
+    if not Path("/usr/bin/python3").exists():
+        pytest.fail("this test uses Debian's /usr/bin/python3 (>= 3.11)", pytrace=False)
+    if shutil.which("dot") is None:
+        pytest.fail("Graphviz's dot must be installed (scripts/test.sh installs it)", pytrace=False)
+    work = _tmp()
+    try:
+        proc, repo = _run_lab(work, wheelhouse=True)
+        out = _out(proc)
+        assert proc.returncode == 0, "bash scripts/lab.sh --check failed:\n" + out[-6000:]
+        assert not re.search(r"\[hgmviz setup\] (apt-get|need root)", out), out[-3000:]
+        assert "installing Python packages into .venv: pip install -e '.'" in out
+        assert re.search(r"jupyter lab prints http://127\.0\.0\.1:\d+/lab/tree/notebooks/"
+                         r"00-tour\.(md|ipynb)\?token=", out), out[-3000:]
+        assert "the server serves the tour and docs/glossary.md" in out
+        assert "OK: `bash scripts/lab.sh` is ready" in out
+        venv_python = repo / ".venv" / "bin" / "python"
+        assert venv_python.exists()
+        if IS_ROOT:
+            # the whole run was the user nobody's: everything it made belongs to nobody
+            assert venv_python.parent.stat().st_uid == pwd.getpwnam("nobody").pw_uid
+            assert "--allow-root" not in out
+        status = subprocess.run(["git", "-c", "safe.directory=*", "status", "--porcelain"],
+                                cwd=repo, capture_output=True, text=True, check=True).stdout
+        assert status == "", "lab.sh --check changed or left files git sees:\n" + status
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
