@@ -567,3 +567,15 @@ def test_control_characters_in_labels_never_reach_the_explorers_html(tmp_path):
     for w in (ex.w_title, ex.diagram, ex.counters, ex.log, ex.w_status):
         assert not re.search("[\x00-\x08\x0b-\x1f\x7f]", w.value), w
     assert "\\x1b[2J" in ex.w_title.value and "f\\x01" in ex.counters.value
+
+
+def test_drill_under_subtree_counted_says_why_it_cannot_reach_the_guard():
+    ex = explore(geometry="toy", scheme="subtree_counted", guard="int_max_half")
+    out = ex.drill_run()
+    assert out is not None and out.status == "ENOMEM"
+    info = ex.w_drill_info.value
+    assert "cannot reach the guard" in info and "subtree_counted" in info
+    assert "1 reference(s)" in info and "(64)" in info
+    ex2 = explore(geometry="toy", scheme="per_piece", guard="int_max_half")
+    ex2.drill_run()
+    assert "cannot reach" not in ex2.w_drill_info.value

@@ -27,9 +27,24 @@ class DrillMixin:
         if folio is None:
             return "<small>the file has no folio yet (fallocate or touch it)</small>"
         g = self.machine.geometry
-        return ("<small>folio %d: refcount <b>%d</b>%s · INT_MAX %d, INT_MAX/2 %d</small>"
+        note = getattr(self, "_drill_note", "")
+        return ("<small>folio %d: refcount <b>%d</b>%s · INT_MAX %d, INT_MAX/2 %d%s</small>"
                 % (folio.id, folio.refcount, " <b>WRAPPED</b>" if folio.wrapped else "",
-                   g.INT_MAX, g.INT_MAX // 2))
+                   g.INT_MAX, g.INT_MAX // 2,
+                   "<br>%s" % views._h(note) if note else ""))
+
+    def _out_of_room(self, mappings: int, per_mapping: int) -> str:
+        """Why the drill stopped on mmap's ENOMEM before any guard: this scheme's count
+        grows too slowly for the toy address space."""
+        g = self.machine.geometry
+        need = -(-g.INT_MAX // max(per_mapping, 1))
+        return ("The address space is full after %d mappings: under %s one mapping adds "
+                "%d reference(s) to the folio however finely it is mapped, so reaching "
+                "INT_MAX (%d) would take about %d mappings and this scheme cannot reach the "
+                "guard or the wrap here.  Under per_piece a mapping at 4 KiB adds one per "
+                "piece (%d)." % (mappings, self.view_scheme, per_mapping, g.INT_MAX, need,
+                                 self.world.files[self.w_file.value].hstate.size //
+                                 g.PAGE_SIZE))
 
     def drill_step(self, whole: bool = False):
         """Apply the drill's next step (see :func:`hgmviz.widgets.drill.drill_step_ops`)."""
@@ -62,7 +77,10 @@ class DrillMixin:
         folio = f.folio_at(0) if f is not None else None
         wrapped0 = folio.wrapped if folio is not None else False
         out = None
+        self._drill_note = ""
         self._quiet = True
+        done = 0                       # mappings made by this run
+        start = folio.refcount if folio is not None else 0
         try:
             for _ in range(max_steps):
                 proc, file = self.w_proc.value, self.w_file.value
@@ -71,7 +89,13 @@ class DrillMixin:
                 for op in ops:
                     out = self.apply(op)
                     if out is None or not out.ok:
+                        folio = self.world.files[file].folio_at(0)
+                        if out is not None and out.status == "ENOMEM" and \
+                                type(op).__name__ == "Mmap" and done and folio is not None:
+                            per = round((folio.refcount - start) / done)
+                            self._drill_note = self._out_of_room(done, per)
                         return out
+                    done += type(op).__name__ == "Mmap"
                 folio = self.world.files[file].folio_at(0)
                 if folio is not None and folio.wrapped and not wrapped0:
                     return out
