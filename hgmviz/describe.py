@@ -55,9 +55,10 @@ def outcome_summary(outcome: Outcome, kind: str = "", op=None) -> tuple:
     msg = _ERRNO_PREFIX.sub("", outcome.message)
     guard = outcome.refused
     if st == "EAGAIN":
-        # PartialProgress: "mapped N bytes, then: <the cause's message>"
-        cause = msg.split("then: ", 1)[-1]
-        text = "EAGAIN after mapping %s: %s" % (fmt_size(outcome.mapped or 0), cause)
+        # PartialProgress: "mapped N bytes, then EAGAIN (...; the simulator's insight: <cause>)"
+        cause = msg.split("insight: ", 1)[-1].rstrip(")")
+        text = ("EAGAIN after mapping %s (the kernel reports only the bytes mapped; "
+                "simulator's insight: %s)" % (fmt_size(outcome.mapped or 0), cause))
         return ("guard", "guard refusal, " + text) if guard else ("partial", text)
     if guard:
         return "guard", "guard refusal: " + msg

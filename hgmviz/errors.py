@@ -73,12 +73,16 @@ class PartialProgress(OSError):
     """The kernel committed part of the request, then stopped.
 
     ``userfaultfd_continue()`` sets ``uffdio_continue.mapped`` to the bytes it mapped and
-    returns ``-EAGAIN`` when that is less than the length asked for (fs/userfaultfd.c).  The
-    pieces before the failing one stay mapped; ``cause`` is the error of the piece that failed.
+    returns ``-EAGAIN`` when that is less than the length asked for (fs/userfaultfd.c,
+    ``userfaultfd_continue``, v6.2): the pieces before the failing one stay mapped, and the
+    kernel reports *no* cause (``mapped`` holds ``-errno`` only when nothing was mapped; user
+    space learns the cause by retrying at ``start + mapped``).  ``cause`` is the simulator's
+    insight, the error the next piece failed with, not part of the kernel's answer.
     """
 
     def __init__(self, mapped: int, cause: BaseException):
-        super().__init__(_errno.EAGAIN, "mapped %d bytes, then: %s" % (mapped, cause))
+        super().__init__(_errno.EAGAIN, "mapped %d bytes, then EAGAIN (the kernel reports no "
+                                        "cause; the simulator's insight: %s)" % (mapped, cause))
         self.mapped = mapped
         self.cause = cause
 

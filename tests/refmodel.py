@@ -1398,8 +1398,8 @@ class RefMachine:
         return None
 
     def _hugetlb_collapse(self, mm, vma, s, e):
-        """HGM v2 34/46: each largest aligned piece mapped by tables becomes one leaf; holes
-        whose page is in the page cache are filled."""
+        """HGM v2 34/46 __hugetlb_collapse: each largest aligned piece mapped by tables becomes
+        one leaf; an entry with no table below it (a hole, or a leaf) is skipped."""
         h = self._hs(vma)
         st = self._s.files[vma.file]
         pos = s
@@ -1411,9 +1411,6 @@ class RefMachine:
                 t, x = self._walk(mm.root, pos, stop_level=lvl)
                 if t.level == lvl and isinstance(x, Table):
                     del t.slots[self._idx(pos, lvl)]          # drop every leaf, free tables
-                    t.slots[self._idx(pos, lvl)] = Leaf(st.pc[idx], pindex, lvl)
-                elif x is None:                              # a hole: fill it
-                    t = self._alloc_tables(mm, vma, pos, lvl)
                     t.slots[self._idx(pos, lvl)] = Leaf(st.pc[idx], pindex, lvl)
             pos += size
 

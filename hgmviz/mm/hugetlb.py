@@ -225,8 +225,9 @@ def hugetlb_fault(m, mm: _MmState, vma: Vma, addr: int):
     _, refusal = m._guarded(run, "fault")
     if refusal is not None:
         raise SigBus(addr, "VM_FAULT_SIGBUS: the refcount guard refused folio %d at refcount "
-                     "%d (not VM_FAULT_OOM: that would invoke the OOM killer on an unrelated "
-                     "process although memory is not short)" % (refusal.folio, refusal.refcount))
+                     "%d (v2 35/46: not VM_FAULT_OOM, 'we aren't actually OOMing'; since v5.16, "
+                     "60e2793d440a, VM_FAULT_OOM makes pagefault_out_of_memory() warn and retry "
+                     "the fault, which a guard that keeps refusing turns into an endless loop)" % (refusal.folio, refusal.refcount))
 
 
 def copy_hugetlb_page_range(m, dst: _MmState, src: _MmState, vma: Vma):

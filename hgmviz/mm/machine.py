@@ -221,9 +221,11 @@ class Machine:
         self.last_wrapped = tuple(int(f) for f in newly)
         if newly.size:
             warnings.warn("refcount overflow: the refcount of folio(s) %s wrapped past INT_MAX "
-                          "(%d); a folio whose refcount wrapped can be freed while it is still "
-                          "mapped — a use-after-free" % (", ".join(str(int(f)) for f in newly),
-                                                          self.geometry.INT_MAX),
+                          "(%d) and is negative: more references than a signed count holds; "
+                          "it reaches 0 after 2^%d references in all, and a folio whose count "
+                          "drops to 0 while still mapped is freed — a use-after-free"
+                          % (", ".join(str(int(f)) for f in newly), self.geometry.INT_MAX,
+                             self.geometry.counter_bits),
                           RuntimeWarning, stacklevel=4)
 
     def _kcall(self, kernel, *args):

@@ -120,9 +120,13 @@ def madvise_split(m, mm, addr, end):
 
 
 def hugetlb_collapse(m, mm, vs, addr, end):
-    """HGM v2 34/46 ``hugetlb_collapse``: for each largest aligned piece, replace a subtree
-    of smaller leaves by one leaf (dropping every leaf's counts first), and fill holes
-    whose page is in the page cache ("Any holes in the mapping will be filled").  The new
+    """HGM v2 34/46 ``hugetlb_collapse`` / ``__hugetlb_collapse``: for each largest aligned
+    piece whose entry points to page tables, replace that subtree of smaller leaves by one
+    leaf (dropping every leaf's counts first); holes *inside* the subtree are covered by the
+    new leaf ("Any holes in the mapping will be filled").  An entry that does not point to
+    page tables (not present, or already a leaf) is skipped: "There is no work to do if the
+    PTE doesn't point to page tables" (``if (!pte_present(entry)) goto next_hpte;``), so
+    collapse never maps a piece that had no mapping at all.  The new
     leaf's reference comes from ``filemap_get_folio()``, which no refcount guard covers
     (neither v2 35/46 nor the thread's proposal), so collapse is never refused."""
     g = m.geometry
@@ -151,12 +155,10 @@ def hugetlb_collapse(m, mm, vs, addr, end):
                                 pos + size, h.level, m._res)
                     m._kcall(core.free_empty_tables, m._g, mm.pgd, mm.pid, pos, pos + size,
                                 h.level, tl - 1, core.F_NO_HSTATE_EVENTS, m._res)
-                if is_table or val == 0:
-                    flags = core.F_NO_HSTATE_EVENTS if is_table else 0
                     m._kcall(core.install_range, m._g, mm.pgd, mm.pid, v.start, v.pgoff,
                                 h.shift, h.level, g.page_shift, st.pc, m._folio_pfn, pos,
                                 pos + size, core.MODE_FIXED, ts, -1, 0, m._empty_share,
-                                flags, m._res)
+                                core.F_NO_HSTATE_EVENTS, m._res)
             pos += size
     m.call_path += ["__unmap_hugepage_range", "hugetlb_free_pgd_range", "hugetlb_add_file_rmap"]
 
