@@ -93,7 +93,19 @@ UFFD_PAGEFAULT_FLAG_MINOR = 4
 PR_SET_CHILD_SUBREAPER = 36
 PR_GET_CHILD_SUBREAPER = 37
 CALL_TIMEOUT = 10.0
-TOUCH_TIMEOUT = 5.0
+TOUCH_TIMEOUT = 5.0          # no progress and no userfault for this long: the touch is stuck
+TOUCH_MAX = 180.0            # a touch still working (zeroing a fresh page) gets this long at most
+SLOW_TOUCH = 2.0             # a touch slower than this is noted (LiveMachine.notes)
+
+
+def _cpu_and_state(pid: int):
+    """(utime + stime in clock ticks, state letter) of ``pid`` from /proc/<pid>/stat."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None, "?"
+    return int(fields[11]) + int(fields[12]), fields[0]
 
 
 # --- outcomes -------------------------------------------------------------------------------
@@ -487,6 +499,7 @@ class LiveMachine:
         self._pool: PoolKeeper | None = None
         self._start_pools: dict = {}
         self.interference: list[str] = []
+        self.notes: list[str] = []              # e.g. a touch that took seconds (not an error)
         self._closed = False
         self._broken = ""
         self._lock_fd = -1
@@ -620,13 +633,27 @@ class LiveMachine:
                             "method": method})
         waiting = {prober.sock.fileno(): prober}
         waiting.update({q.sock.fileno(): q for q in watchers})
-        deadline = time.monotonic() + TOUCH_TIMEOUT
+        t0 = time.monotonic()
+        deadline = t0 + TOUCH_TIMEOUT
+        cpu = _cpu_and_state(prober.pid)[0]
         done = fault = None
         while done is None and fault is None:
             left = deadline - time.monotonic()
-            r = select.select(list(waiting), [], [], max(0.0, left))[0] if left > 0 else []
+            if left <= 0:
+                # A fault waiting in handle_userfault() sleeps, and its message reaches a
+                # watcher at once; one that still uses CPU or runs is working: zeroing a fresh
+                # hugepage (clear_huge_page) takes seconds for 1 GiB where the hypervisor
+                # backs guest memory lazily, or on a loaded machine.  Wait for it.
+                now_cpu, state = _cpu_and_state(prober.pid)
+                if (now_cpu is None or (now_cpu == cpu and state != "R")
+                        or time.monotonic() - t0 >= TOUCH_MAX):
+                    break
+                cpu = now_cpu
+                deadline = time.monotonic() + TOUCH_TIMEOUT
+                continue
+            r = select.select(list(waiting), [], [], left)[0]
             if not r:
-                break
+                continue
             for fd in r:
                 who = waiting[fd]
                 reply, fds = _recv(who.sock, None)
@@ -642,6 +669,12 @@ class LiveMachine:
                     del waiting[fd]
                 elif msg:                          # another event (e.g. remove): keep watching
                     _send(who.sock, {"op": "watch"})
+        took = time.monotonic() - t0
+        if done is not None and took > SLOW_TOUCH:
+            self.notes.append("touching %#x in pid %d took %.1f s (the kernel was still in the "
+                              "fault, not waiting for userfaultfd: zeroing a fresh hugepage is "
+                              "slow where the hypervisor backs guest memory lazily, or under "
+                              "load)" % (addr, target.pid, took))
         if done is None:                           # stuck in handle_userfault(), or a timeout
             prober.kill()
             self._prober = None
@@ -662,7 +695,11 @@ class LiveMachine:
             raise UserfaultPending(addr, reason, flags)
         if done is None:
             raise TouchTimeout("touching %#x in pid %d neither finished nor raised a userfault "
-                               "within %.0f s" % (addr, target.pid, TOUCH_TIMEOUT))
+                               "within %.0f s (%s)" % (addr, target.pid, took,
+                                                      "it was still working in the fault"
+                                                      if took >= TOUCH_MAX else
+                                                      "it made no progress for %.0f s"
+                                                      % TOUCH_TIMEOUT))
         if "errno" in done and done["errno"] in (_errno.EFAULT, _errno.EIO):
             vma = procfs.find_vma(procfs.read_maps(target.pid), addr)
             if vma is None:

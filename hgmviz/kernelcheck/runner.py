@@ -96,7 +96,7 @@ class LiveWorld:
     def close(self, machine) -> list[str]:
         machine.close()
         return ["the hugetlb pool changed under the check (another user?): " + w
-                for w in machine.interference]
+                for w in machine.interference] + list(getattr(machine, "notes", []))
 
     def alive(self, proc) -> bool:
         return proc.alive
