@@ -8,6 +8,9 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(pathlib.Path(__file__).resolve().pa
 import pytest  # noqa: E402
 
 import hgmviz as hv  # noqa: E402
+import hypothesis_profiles  # noqa: E402
+
+hypothesis_profiles.register()        # "ci" by default, "long" with HGMVIZ_HYPOTHESIS_PROFILE=long
 
 MIB2 = 2 << 20
 GIB = 1 << 30

@@ -1343,7 +1343,13 @@ class RefMachine:
         length = _int("length", length)
         if addr % self.PS:
             raise _err(errno.EINVAL, "madvise: start not page aligned")
-        end = addr + -(-length // self.PS) * self.PS
+        # "len = PAGE_ALIGN(len_in); if (len_in && !len) return -EINVAL; end = start + len;
+        # if (end < start) return -EINVAL": unsigned long arithmetic, so an aligned length or an
+        # end that wraps past 2^64 is EINVAL before any VMA is looked at (issue 17 item 4)
+        aligned = -(-length // self.PS) * self.PS
+        if length >= 1 << 64 or aligned >= 1 << 64 or addr + aligned >= 1 << 64:
+            raise _err(errno.EINVAL, "madvise: the range wraps past 2^64")
+        end = addr + aligned
         if length == 0:
             return 0
         vs = [v for v in mm.vmas if v.start < end and addr < v.end]
