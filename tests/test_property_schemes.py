@@ -27,19 +27,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-import hypothesis_profiles
-
 import hgmviz as hv
+import hypothesis_profiles
 from hgmviz.ops import (Close, Exit, Fallocate, Fork, Madvise, MemfdCreate, Mmap, Munmap, Spawn,
                         Touch, UffdioContinue, UffdioContinueBatch, UffdioRegister, World, run_step)
-
-
-# Bugs of issue 17 fixed by other helpers in parallel: while True, the stateful generators
-# avoid the input (the dedicated test below is a strict xfail that shows it); set to False
-# once the fix is on main.
-PENDING = {
-    "item2_hstate_present_multi_continue": True,     # core: install_range's fast path
-}
 
 CONFIGS = st.fixed_dictionaries({
     "scheme": st.sampled_from(sorted(hv.SCHEMES)),
@@ -240,13 +231,9 @@ class SchemeMachine(RuleBasedStateMachine):
             self.step(Madvise(p, (label, 0), n * H, "MADV_SPLIT"))
         self.step(UffdioRegister(p, (label, 0), n * H, "minor", data.draw(st.booleans())))
         k = data.draw(st.integers(2, n))                # hugepages one call spans
-        if (PENDING["item2_hstate_present_multi_continue"]
-                and self.m.scheme.name == "hstate_present"):
-            k = 1
         if batch:
             piece = data.draw(st.sampled_from([H, self.small, self.g.PAGE_SIZE]))
-            if piece > H or (PENDING["item2_hstate_present_multi_continue"]
-                             and self.m.scheme.name == "hstate_present" and piece == H):
+            if piece > H:
                 piece = self.g.PAGE_SIZE
             self.step(UffdioContinueBatch(p, (label, 0), k * H, piece))
         else:
@@ -310,17 +297,7 @@ TestSchemes = SchemeMachine.TestCase
 
 
 # --- one UFFDIO_CONTINUE over several hugepages, every scheme (issue 17 item 2) --------------
-def _pending(key, reason):
-    return pytest.mark.xfail(strict=True, reason=reason) if PENDING[key] else []
-
-
-MULTI_SCHEMES = [pytest.param(s, marks=_pending(
-    "item2_hstate_present_multi_continue",
-    "issue 17 item 2 (install_range's fast path skips the hstate-populated event), fixed by "
-    "the core helper")) if s == "hstate_present" else s for s in sorted(hv.SCHEMES)]
-
-
-@pytest.mark.parametrize("scheme", MULTI_SCHEMES)
+@pytest.mark.parametrize("scheme", sorted(hv.SCHEMES))
 @given(geometry=st.sampled_from(["toy", "x86_64"]), n=st.integers(2, 4),
        how=st.sampled_from(["continue", "batch_hugepage", "split", "split_batch_pages"]),
        extra=st.integers(0, 2))
