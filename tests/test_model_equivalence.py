@@ -55,8 +55,6 @@ GIB = 1 << 30
 # name -> the regression test that shows it; the generators avoid these inputs (see module doc)
 KNOWN_DIVERGENCES = {
     "fork_empty_tables": "test_fork_copy_mirrors_empty_page_tables",
-    # issue 17 item 4, fixed by the mm helper: madvise whose end wraps past 2^64
-    "madvise_end_wraps": "test_property_schemes.py::test_ranged_syscalls_refuse_lengths_near_2_64",
 }
 AVOID_KNOWN = os.environ.get("HGMVIZ_EQUIV_AVOID_KNOWN", "1") != "0"
 
@@ -404,9 +402,6 @@ class EquivalenceMachine(RuleBasedStateMachine):
                                            + [hv.MADV_COLLAPSE] * 2 + [hv.MADV_REMOVE] * 2 + [7]),
                            label="advice")
         p, q = self.procs[i]
-        aligned = -(-length // self.PS) * self.PS
-        if self.known("madvise_end_wraps", a + aligned >= 1 << 64 and a % self.PS == 0):
-            return
         self.both("madvise(p%d, %#x, %#x, %d)" % (i, a, length, advice),
                   lambda: p.madvise(a, length, advice), lambda: q.madvise(a, length, advice))
 
