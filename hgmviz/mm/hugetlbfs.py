@@ -289,14 +289,6 @@ def hugetlbfs_evict_inode(m, st: _FileState):
     h = m.geometry.hstates[st.hstate]
     m.call_path += ["hugetlbfs_evict_inode", "remove_inode_hugepages", "hugetlb_unreserve_pages"]
     for idx in np.flatnonzero(st.pc >= 0):
-        fid = int(st.pc[idx])
-        pfn = int(m._folio_pfn[fid])
-        m._emit(core.EV_PAGECACHE_DEL, -1, 0, h.shift,
-                   m.kernel.pagecache_refs(h.pages_per_huge_page()), pfn, fid)
-        m._emit(core.EV_FOLIO_FREE, -1, 0, h.shift, 1, pfn, fid)
-        m._folio_used[fid] = 0
-        m._folio_file[fid] = -1
-        m._folio_index[fid] = -1
-        st.pc[idx] = -1
+        _remove_folio(m, st, h, idx)
     m._resv[h.index] -= int(np.count_nonzero(st.resv == 1))
     st.resv[:] = 0
