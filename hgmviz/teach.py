@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import random
+import re
 import sys
+import textwrap
 from dataclasses import dataclass
 
+from . import core
 from .mm import Machine
 from .ops import (Exit, Fallocate, Fork, Madvise, MemfdCreate, Mmap, Munmap, Spawn, Touch,
                   UffdioContinue, UffdioRegister, World, run_step)
@@ -22,9 +25,13 @@ SCHEME_CHOICES = ("mainline", "per_piece", "thp_like", "hstate_present")
 
 @dataclass(frozen=True)
 class Question:
+    """One question: after ``step``, ``text``; its ``answer``, and ``why`` — the kernel rule
+    that sets the value (with the function) and the steps that changed it, computed from
+    the same run."""
     step: int
     text: str
     answer: str
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,8 +48,7 @@ class Problem:
                  "",
                  "A machine with %s. Page size %s, hugepage (hstate) %s: %d base pages a folio."
                  % (p["pool"], p["page"], p["hstate"], p["pages"]),
-                 "The page cache holds %d reference(s) on each folio it contains (kernel %s)."
-                 % (p["pc_refs"], p["kernel"]),
+                 _pc_sentence(p),
                  ""]
         for i, s in enumerate(self.steps, 1):
             lines.append("step %2d: %s" % (i, describe(s, p)))
@@ -51,9 +57,30 @@ class Problem:
             lines.append("Q%d. %s" % (n, q.text))
             if show_answers:
                 lines.append("    answer: %s" % q.answer)
+                if q.why:
+                    lines += [ln.replace("\xa0", " ") for ln in textwrap.wrap(
+                        _UNIT_RE.sub("\\1\xa0\\2", "why: " + q.why), width=92,
+                        initial_indent="    ", subsequent_indent="         ",
+                        break_long_words=False, break_on_hyphens=False)]
         if not show_answers:
             lines += ["", "Run again with -c to see the answers."]
         return "\n".join(lines)
+
+
+_UNIT_RE = re.compile(r"(\d) ((?:[KMGT]i)?B\b|leaf\b|leaves\b|references?\b)")
+
+
+def _plural(n: int, word: str) -> str:
+    return "%d %s%s" % (n, word, "" if n == 1 else "s")
+
+
+def _pc_sentence(p) -> str:
+    """Which references the page cache holds, said properly (1 or folio_nr_pages())."""
+    n = p["pc_refs"]
+    how = ("one per folio before v6.7" if n == 1 else
+           "folio_nr_pages() of them since v6.7, commit a08c7193e4f1")
+    return ("The page cache holds %s on each folio it contains (__filemap_add_folio(): %s; "
+            "kernel %s)." % (_plural(n, "reference"), how, p["kernel"]))
 
 
 def describe(op, p=None) -> str:
@@ -102,11 +129,201 @@ def _plan(rng: random.Random, H: int, P: int, hgm: bool, nsteps: int):
     return steps[:max(nsteps, 3)]
 
 
+# -----------------------------------------------------------------------------------------
+# Reasons: the rule that sets each counter, and the steps that changed it
+# -----------------------------------------------------------------------------------------
+#: ``{scheme: {counter: rule}}``: how each scheme sets the counter a question asks about.
+RULES = {
+    "mainline": {
+        "refcount": "Under mainline each hstate-level entry that maps the folio holds one "
+                    "reference: hugetlb_no_page() (a fault), hugetlb_mfill_atomic_pte() "
+                    "(UFFDIO_CONTINUE) and copy_hugetlb_page_range() (fork) take folio_get(); "
+                    "__unmap_hugepage_range() drops it (mm/hugetlb.c, v6.2).",
+        "entire": "Under mainline each hstate-level entry that maps the folio adds one to the "
+                  "head's _entire_mapcount (hugetlb_add_file_rmap(), include/linux/rmap.h, "
+                  "v6.2); __unmap_hugepage_range() takes it off (hugetlb_remove_rmap()).",
+        "page": "/proc/kpagecount shows folio_precise_page_mapcount(): the page's own "
+                "_mapcount + 1, which mainline never writes for hugetlb (0), plus "
+                "folio_entire_mapcount(), one per hstate-level mapping (hugetlb_add_file_rmap(); "
+                "fs/proc/internal.h).",
+    },
+    "per_piece": {
+        "refcount": "Under per_piece (HGM v1, 5 Jan 2023) every mapped leaf of any size holds "
+                    "one reference (\"We increment the refcount once for each 4K mapping\", "
+                    "T9); unmapping the leaf drops it.",
+        "entire": "Under per_piece every mapped leaf of any size adds one to the head's "
+                  "_entire_mapcount (\"each new PT mapping increments the compound_mapcount "
+                  "by 1\", T2; HGM v1 hugetlb_add_file_rmap()); unmapping takes it off.",
+        "page": "/proc/kpagecount shows the page's own _mapcount + 1 (per_piece never writes "
+                "it: 0) plus folio_entire_mapcount(), one per mapped leaf of any size (T2): "
+                "every page of the folio shows the number of leaves mapping any part of it "
+                "(fs/proc/internal.h).",
+    },
+    "thp_like": {
+        "refcount": "Under thp_like (HGM v2, 18 Feb 2023) every mapped leaf of any size holds "
+                    "one reference (v2 22/46: \"if you have a PMD-mapped 1G page, the "
+                    "reference count will be incremented by 512\"); unmapping drops it.",
+        "entire": "Under thp_like only a leaf of the hstate's size adds one to "
+                  "_entire_mapcount; a smaller leaf adds one to the _mapcount of each page "
+                  "it covers instead (v2 22/46 hugetlb_add_file_rmap(): "
+                  "page_add_file_rmap(hpage, vma, true) at the hstate shift, "
+                  "page_add_file_rmap(subpage, vma, false) below it).",
+        "page": "/proc/kpagecount shows the page's own _mapcount + 1 (one per smaller leaf "
+                "covering this page, v2 22/46) plus folio_entire_mapcount() (one per "
+                "hstate-size leaf) (fs/proc/internal.h).",
+    },
+    "hstate_present": {
+        "refcount": "Under hstate_present (HGM RFC v1; T10, T12, T20) the folio holds one "
+                    "reference per present hstate-level entry (a leaf, or a table on the way "
+                    "to smaller leaves), however many leaves are mapped below it; the "
+                    "reference goes when that entry goes back to none.",
+        "entire": "Under hstate_present _entire_mapcount counts present hstate-level entries "
+                  "(\"page_mapcount() is incremented if the hstate-level PTE is present\", "
+                  "T12), not leaves: mapping more pieces below an entry changes nothing.",
+        "page": "/proc/kpagecount shows 0 (the page's own _mapcount is unused) plus "
+                "folio_entire_mapcount(): every page reports one per present hstate-level "
+                "entry, even a page no leaf maps (the caveat of T12).",
+    },
+}
+#: Rules every scheme shares.
+POOL_RULE = ("HugePages_Free counts the pool's hugepages not allocated: alloc_hugetlb_folio() "
+             "takes one when a fault or fallocate allocates a folio, free_huge_folio() gives "
+             "it back when its last reference goes.  HugePages_Rsvd counts hugepages promised "
+             "but not yet allocated: hugetlb_reserve_pages() reserves one at mmap for each "
+             "hugepage of the range not yet in the page cache, alloc_hugetlb_folio() consumes "
+             "it, and hugetlb_unreserve_pages() returns what is left when the file shrinks or "
+             "is freed; munmap keeps a shared mapping's reservations (they belong to the "
+             "file's resv_map) (mm/hugetlb.c, v6.2).")
+CACHE_RULE = ("A folio enters the page cache when a fault allocates it (hugetlb_no_page() → "
+              "alloc_hugetlb_folio() → hugetlb_add_to_page_cache()) or fallocate does "
+              "(hugetlbfs_fallocate()); mmap only reserves and UFFDIO_CONTINUE only maps a "
+              "folio already there; a hole punch or truncation removes it "
+              "(remove_inode_hugepages(), fs/hugetlbfs/inode.c, v6.2).")
+STATUS_RULE = "The kernel's answer, as the simulator computed it: "
+
+_ERRNO_PREFIX = re.compile(r"\[Errno \d+\] ")
+_EV_WORDS = {core.EV_SET: "maps", core.EV_CLEAR: "unmaps"}
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What one step did to the folio at file offset 0, and the state after it."""
+    label: str
+    status: str
+    path: tuple
+    events: str
+    fid: object            # the folio's id, None when offset 0 is not in the page cache
+    refcount: int
+    entire: int
+    pages: tuple           # ((index, page_mapcount), ...)
+    free: int
+    rsvd: int
+
+
+def _event_summary(m, ev, fids) -> str:
+    """The core's events of one step that touched ``fids``, in words."""
+    if not fids:
+        return ""
+    kinds, shifts, counts, folios = ev["kind"], ev["shift"], ev["count"], ev["folio"]
+    tally = {}
+    for k, sh, n, f in zip(kinds.tolist(), shifts.tolist(), counts.tolist(), folios.tolist()):
+        if f in fids:
+            key = (k, sh if k in _EV_WORDS else 0)
+            tally[key] = tally.get(key, 0) + n
+    out = []
+    for (k, sh), n in tally.items():
+        if k in _EV_WORDS:
+            out.append("%s %s of %s" % (_EV_WORDS[k], _plural(n, "leaf").replace("leafs", "leaves"),
+                                        format_size(1 << sh)))
+        elif k == core.EV_HSTATE_POPULATED:
+            out.append("its hstate-level entry becomes present" + (" (%d)" % n if n > 1 else ""))
+        elif k == core.EV_HSTATE_CLEARED:
+            out.append("its hstate-level entry goes back to none" + (" (%d)" % n if n > 1 else ""))
+        elif k == core.EV_PAGECACHE_ADD:
+            out.append("the page cache takes %s" % _plural(n, "reference"))
+        elif k == core.EV_PAGECACHE_DEL:
+            out.append("the page cache drops %s" % _plural(n, "reference"))
+        elif k == core.EV_FOLIO_ALLOC:
+            out.append("the folio is allocated from the pool")
+        elif k == core.EV_FOLIO_FREE:
+            out.append("the folio goes back to the pool")
+    return ", ".join(out)
+
+
+def _seen(w, op, out, m, H, js, before_fid) -> _Seen:
+    f = w.files.get("f")
+    folio = f.folio_at(0) if f is not None else None
+    fid = folio.id if folio is not None else None
+    fids = {x for x in (before_fid, fid) if x is not None}
+    mi = m.meminfo()[H]
+    path = []
+    for fn in m.call_path:
+        if fn not in path:
+            path.append(fn)
+    return _Seen(op.describe("log"), out.status, tuple(path),
+                 _event_summary(m, m.last_events, fids), fid,
+                 folio.refcount if folio else 0, folio.entire_mapcount if folio else 0,
+                 tuple((j, folio.page_mapcount(j)) for j in js) if folio else (),
+                 mi["HugePages_Free"], mi["HugePages_Rsvd"])
+
+
+def _history(seen, upto, value, show=str, none="No step up to step %d changed it.") -> str:
+    """The steps up to ``upto`` (1-based) after which ``value(seen)`` differs from before."""
+    bits = []
+    for k in range(1, upto + 1):
+        a, b = value(seen[k - 1]), value(seen[k])
+        if a == b:
+            continue
+        s = seen[k]
+        what = [x for x in (s.events,) if x]
+        if s.path:
+            what.append("via " + " → ".join(p + "()" for p in s.path))
+        if s.status != "ok":
+            what.append("the step itself fails with %s" % s.status)
+        bits.append("step %d (%s) %s → %s%s" % (k, s.label, show(a), show(b),
+                                               (": " + "; ".join(what)) if what else ""))
+    if not bits:
+        return none % upto
+    return "Steps that changed it: " + "; ".join(bits) + "."
+
+
+def _why(kind, scheme, seen, i, params, j=None) -> str:
+    rules = RULES.get(scheme, {})
+    pc = params["pc_refs"]
+    if kind == "refcount":
+        return ("%s The page cache adds %s while the folio is in it (__filemap_add_folio(), "
+                "kernel %s). %s" % (rules.get("refcount", ""), _plural(pc, "reference"),
+                                    params["kernel"],
+                                    _history(seen, i, lambda s: s.refcount if s.fid is not None
+                                             else None, lambda v: "absent" if v is None
+                                             else str(v))))
+    if kind == "mapcount":
+        return "%s %s" % (rules.get("entire", ""),
+                          _history(seen, i, lambda s: s.entire if s.fid is not None else None,
+                                   lambda v: "absent" if v is None else str(v)))
+    if kind == "page":
+        return "%s %s" % (rules.get("page", ""),
+                          _history(seen, i, lambda s: dict(s.pages).get(j)
+                                   if s.fid is not None else None,
+                                   lambda v: "absent" if v is None else str(v)))
+    if kind == "free":
+        return "%s %s" % (POOL_RULE, _history(seen, i, lambda s: (s.free, s.rsvd),
+                                              lambda v: "Free %d/Rsvd %d" % v))
+    if kind == "cached":
+        return "%s %s" % (CACHE_RULE, _history(
+            seen, i, lambda s: s.fid is not None, lambda v: "cached" if v else "not cached",
+            "No step up to step %d put a folio at offset 0 in the page cache."))
+    raise ValueError(kind)
+
+
 def homework(seed: int, scheme: str = None, geometry: str = "toy", kernel: str = None,
              steps: int = 8) -> Problem:
-    """The problem for ``seed``: the same seed and options always give the same problem."""
+    """The problem for ``seed``: the same seed and options always give the same problem.
+    Each answer comes with its reason (:attr:`Question.why`), computed by the same run."""
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError("seed must be an int, not %r" % (seed,))
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise TypeError("steps must be an int between 3 and 40, not %r" % (steps,))
     if not 3 <= steps <= 40:
         raise ValueError("steps must be between 3 and 40, not %r" % (steps,))
     rng = random.Random(seed)
@@ -121,15 +338,34 @@ def homework(seed: int, scheme: str = None, geometry: str = "toy", kernel: str =
     pool = {H: 4}
     plan = _plan(rng, H, P, m.scheme.supports_hgm, steps)
     m = Machine(nr_hugepages=pool, geometry=geometry, scheme=scheme, kernel=kernel)
+    params = {"geometry": g.name, "scheme": scheme, "kernel": kernel, "pool": "%d x %s hugepages"
+              % (pool[H], format_size(H)), "page": format_size(P), "hstate": format_size(H),
+              "pages": h.pages_per_huge_page(), "pc_refs": m.kernel.pagecache_refs(
+                  h.pages_per_huge_page())}
+    js = (0, 1, 3, h.pages_per_huge_page() - 1)
     w = World(m)
+    mi0 = m.meminfo()[H]
+    seen = [_Seen("start", "ok", (), "", None, 0, 0, (), mi0["HugePages_Free"],
+                  mi0["HugePages_Rsvd"])]
     questions = []
     last = {}
     for i, op in enumerate(plan, 1):
         out = run_step(w, op)
-        if out.status != "ok" and not isinstance(op, (Spawn, MemfdCreate)):
+        seen.append(_seen(w, op, out, m, H, js, seen[-1].fid))
+        # asked of every step that fails, and of the steps that may (so "yes" is an answer)
+        if (out.status != "ok" and not isinstance(op, (Spawn, MemfdCreate))) or \
+                isinstance(op, (UffdioContinue, Munmap)) or \
+                (isinstance(op, Madvise) and op.advice == "MADV_SPLIT"):
+            if out.status != "ok":
+                why = STATUS_RULE + _ERRNO_PREFIX.sub("", out.message or out.status)
+            else:
+                why = ("It succeeds%s. Path: %s." % (
+                    (": " + seen[-1].events) if seen[-1].events else "",
+                    " → ".join(fn + "()" for fn in seen[-1].path) or "none"))
             questions.append(Question(i, "Does step %d succeed? If not, what does the kernel "
                                       "answer (errno or signal)?" % i,
-                                      "no: %s" % out.status if out.status != "ok" else "yes"))
+                                      "no: %s" % out.status if out.status != "ok" else "yes",
+                                      why))
         f = w.files.get("f")
         if f is None or i < 3:
             continue
@@ -142,43 +378,81 @@ def homework(seed: int, scheme: str = None, geometry: str = "toy", kernel: str =
             questions.append(Question(i, "After step %d, what are HugePages_Free and "
                                       "HugePages_Rsvd?" % i,
                                       "HugePages_Free %d, HugePages_Rsvd %d"
-                                      % (mi["HugePages_Free"], mi["HugePages_Rsvd"])))
+                                      % (mi["HugePages_Free"], mi["HugePages_Rsvd"]),
+                                      _why("free", scheme, seen, i, params)))
         elif kind == "cached":
             last["cached"] = "no"
             questions.append(Question(i, "After step %d, is file offset 0 in the page cache?" % i,
-                                      "no"))
+                                      "no", _why("cached", scheme, seen, i, params)))
         elif kind == "refcount":
             questions.append(Question(i, "After step %d, what is the refcount of the folio at "
-                                      "file offset 0?" % i, str(folio.refcount)))
+                                      "file offset 0?" % i, str(folio.refcount),
+                                      _why("refcount", scheme, seen, i, params)))
         elif kind == "mapcount":
             questions.append(Question(i, "After step %d, what is the entire mapcount "
-                                      "(folio_entire_mapcount) of the folio at file offset 0?" % i, str(folio.entire_mapcount)))
+                                      "(folio_entire_mapcount) of the folio at file offset 0?"
+                                      % i, str(folio.entire_mapcount),
+                                      _why("mapcount", scheme, seen, i, params)))
         else:
-            j = rng.choice([0, 1, 3, h.pages_per_huge_page() - 1])
+            j = rng.choice(js)
             questions.append(Question(i, "After step %d, what does /proc/kpagecount show for "
-                                      "page %d of that folio?" % (i, j), str(folio.page_mapcount(j))))
-    params = {"geometry": g.name, "scheme": scheme, "kernel": kernel, "pool": "%d x %s hugepages"
-              % (pool[H], format_size(H)), "page": format_size(P), "hstate": format_size(H),
-              "pages": h.pages_per_huge_page(), "pc_refs": m.kernel.pagecache_refs(
-                  h.pages_per_huge_page())}
+                                      "page %d of that folio?" % (i, j), str(folio.page_mapcount(j)),
+                                      _why("page", scheme, seen, i, params, j)))
     return Problem(seed, params, tuple(plan), tuple(questions))
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="hgmviz homework",
-                                 description="A seeded hugetlb accounting problem.")
-    ap.add_argument("-s", "--seed", type=int, required=True, help="the problem's seed")
-    ap.add_argument("-c", "--compute", action="store_true", help="show the answers")
+    ap = argparse.ArgumentParser(
+        prog="hgmviz homework",
+        description="A seeded hugetlb accounting problem (-s SEED, -c for the answers and "
+                    "why), or handouts for a class (--class N -o DIR: student k gets seed "
+                    "SEED + k - 1, SEED 1 by default; a key with the answers for the teacher).",
+        epilog="exit status: 0 done, 2 bad arguments, 5 the handouts could not be written")
+    ap.add_argument("-s", "--seed", type=int, help="the problem's seed (with --class: the first "
+                    "student's, default 1)")
+    ap.add_argument("-c", "--compute", action="store_true", help="show the answers and why")
+    ap.add_argument("--class", dest="klass", type=int, metavar="N",
+                    help="write handouts for N students (needs -o DIR)")
+    ap.add_argument("-o", "--output", metavar="DIR", help="directory for the handouts")
+    ap.add_argument("--format", default="md,html", help="handout formats: md, html or md,html "
+                    "(default md,html)")
     ap.add_argument("--scheme", choices=SCHEME_CHOICES, help="accounting scheme (default: from the seed)")
     ap.add_argument("--kernel", choices=["6.2", "6.18"], help="kernel profile (default: from the seed)")
     ap.add_argument("--geometry", default="toy", choices=["toy", "x86_64"])
     ap.add_argument("--steps", type=int, default=8, help="number of steps (3-40)")
     args = ap.parse_args(argv)
+    opts = dict(scheme=args.scheme, geometry=args.geometry, kernel=args.kernel, steps=args.steps)
+    if args.klass is None:
+        if args.output is not None:
+            print("hgmviz homework: -o DIR writes handouts: give --class N too", file=sys.stderr)
+            return 2
+        if args.seed is None:
+            print("hgmviz homework: give -s SEED (one problem) or --class N -o DIR (handouts)",
+                  file=sys.stderr)
+            return 2
+        try:
+            prob = homework(args.seed, **opts)
+        except (TypeError, ValueError) as e:
+            print("hgmviz homework: %s" % e, file=sys.stderr)
+            return 2
+        print(prob.text(show_answers=args.compute))
+        return 0
+    from .handout import write_handouts
+    if args.output is None:
+        print("hgmviz homework: --class N needs -o DIR (where to write the handouts)",
+              file=sys.stderr)
+        return 2
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     try:
-        prob = homework(args.seed, scheme=args.scheme, geometry=args.geometry,
-                        kernel=args.kernel, steps=args.steps)
+        paths = write_handouts(args.output, args.klass, 1 if args.seed is None else args.seed,
+                               formats=formats, **opts)
     except (TypeError, ValueError) as e:
         print("hgmviz homework: %s" % e, file=sys.stderr)
         return 2
-    print(prob.text(show_answers=args.compute))
+    except OSError as e:
+        print("hgmviz homework: cannot write the handouts: %s" % e, file=sys.stderr)
+        return 5
+    print("wrote %d files to %s (handouts student-*.%s, key.%s)"
+          % (len(paths), args.output, "{md,html}" if len(formats) > 1 else formats[0],
+             "{md,html}" if len(formats) > 1 else formats[0]))
     return 0
