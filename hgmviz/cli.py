@@ -10,7 +10,8 @@ commands:
   explain        a scenario step by step: HTML handout, text for email, SVGs
                  (hgmviz explain SCENARIO [-o FILE] [--format html|text|svg]
                  [--schemes a,b,c]; hgmviz explain --help for exit codes)
-  homework       a seeded problem: hgmviz homework -s SEED [-c]
+  homework       a seeded problem: hgmviz homework -s SEED [-c] (answers and why);
+                 handouts and a key for a class: hgmviz homework --class N -o DIR
   kernel-check   compare the simulator with the running kernel (root)
   scenarios      list the shipped scenarios (name, title)
   warmup         compile every jitted kernel into the numba cache
