@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     elif cmd == "scenarios":
         from .explain import scenarios_main as run
     elif cmd == "homework":
-        from .teach import main as run
+        from .handout import main as run
     elif cmd == "kernel-check":
         from .kernelcheck.cli import main as run
     elif cmd == "warmup":

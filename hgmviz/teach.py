@@ -1,4 +1,5 @@
-"""Layer 4: seeded homework problems (``hgmviz homework -s SEED [-c]``).
+"""Layer 4: seeded homework problems (``hgmviz homework -s SEED [-c]``; the command and the
+class handouts are in :mod:`hgmviz.handout`).
 
 As the OSTEP homework simulators do: a problem is a pure function of its seed and options;
 every run echoes its parameters; the questions and the answers come from the same code path
@@ -7,10 +8,8 @@ answers.  A teacher can hand out one seed and keep another for an exam.
 """
 from __future__ import annotations
 
-import argparse
 import random
 import re
-import sys
 import textwrap
 from dataclasses import dataclass
 
@@ -399,60 +398,3 @@ def homework(seed: int, scheme: str = None, geometry: str = "toy", kernel: str =
                                       "page %d of that folio?" % (i, j), str(folio.page_mapcount(j)),
                                       _why("page", scheme, seen, i, params, j)))
     return Problem(seed, params, tuple(plan), tuple(questions))
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="hgmviz homework",
-        description="A seeded hugetlb accounting problem (-s SEED, -c for the answers and "
-                    "why), or handouts for a class (--class N -o DIR: student k gets seed "
-                    "SEED + k - 1, SEED 1 by default; a key with the answers for the teacher).",
-        epilog="exit status: 0 done, 2 bad arguments, 5 the handouts could not be written")
-    ap.add_argument("-s", "--seed", type=int, help="the problem's seed (with --class: the first "
-                    "student's, default 1)")
-    ap.add_argument("-c", "--compute", action="store_true", help="show the answers and why")
-    ap.add_argument("--class", dest="klass", type=int, metavar="N",
-                    help="write handouts for N students (needs -o DIR)")
-    ap.add_argument("-o", "--output", metavar="DIR", help="directory for the handouts")
-    ap.add_argument("--format", default="md,html", help="handout formats: md, html or md,html "
-                    "(default md,html)")
-    ap.add_argument("--scheme", choices=SCHEME_CHOICES, help="accounting scheme (default: from the seed)")
-    ap.add_argument("--kernel", choices=["6.2", "6.18"], help="kernel profile (default: from the seed)")
-    ap.add_argument("--geometry", default="toy", choices=["toy", "x86_64"])
-    ap.add_argument("--steps", type=int, default=8, help="number of steps (3-40)")
-    args = ap.parse_args(argv)
-    opts = dict(scheme=args.scheme, geometry=args.geometry, kernel=args.kernel, steps=args.steps)
-    if args.klass is None:
-        if args.output is not None:
-            print("hgmviz homework: -o DIR writes handouts: give --class N too", file=sys.stderr)
-            return 2
-        if args.seed is None:
-            print("hgmviz homework: give -s SEED (one problem) or --class N -o DIR (handouts)",
-                  file=sys.stderr)
-            return 2
-        try:
-            prob = homework(args.seed, **opts)
-        except (TypeError, ValueError) as e:
-            print("hgmviz homework: %s" % e, file=sys.stderr)
-            return 2
-        print(prob.text(show_answers=args.compute))
-        return 0
-    from .handout import write_handouts
-    if args.output is None:
-        print("hgmviz homework: --class N needs -o DIR (where to write the handouts)",
-              file=sys.stderr)
-        return 2
-    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    try:
-        paths = write_handouts(args.output, args.klass, 1 if args.seed is None else args.seed,
-                               formats=formats, **opts)
-    except (TypeError, ValueError) as e:
-        print("hgmviz homework: %s" % e, file=sys.stderr)
-        return 2
-    except OSError as e:
-        print("hgmviz homework: cannot write the handouts: %s" % e, file=sys.stderr)
-        return 5
-    print("wrote %d files to %s (handouts student-*.%s, key.%s)"
-          % (len(paths), args.output, "{md,html}" if len(formats) > 1 else formats[0],
-             "{md,html}" if len(formats) > 1 else formats[0]))
-    return 0
