@@ -14,6 +14,7 @@ from .errors import (PartialProgress, ProcessExited, SigBus, SigSegv, SimError, 
                      UserfaultPending, VM_FAULT_OOM, VM_FAULT_SIGBUS)
 from .geometry import (INT_MAX, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PUD_SHIFT, TOY, X86_64,
                        X86_64_5LEVEL, Geometry, Hstate, HugetlbLevel, KernelProfile)
+from . import notebook_errors as _notebook_errors
 from .mm import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MADV_COLLAPSE, MADV_DONTNEED,
                  MADV_REMOVE, MADV_SPLIT, MREMAP_FIXED, MREMAP_MAYMOVE, PROT_EXEC, PROT_NONE,
                  PROT_READ, PROT_WRITE, File, Folio, Machine, PagemapEntry, Process, Vma)
@@ -24,7 +25,13 @@ from .schemes import SCHEMES
 from .session import Session
 from .vmemmap import vmemmap_cost, vmemmap_machine_cost
 
+from .notebook_errors import verbose_errors
+
 __version__ = "0.1.0"
+
+# In IPython (a notebook's kernel, the ipython shell): hgmviz's errors message first, the
+# frames inside the package hidden (hv.verbose_errors() shows them); nothing elsewhere.
+_notebook_errors.install()
 
 
 def __getattr__(name):
@@ -49,4 +56,5 @@ __all__ = [
     "PAGE_SHIFT", "PAGE_SIZE", "PMD_SHIFT", "PUD_SHIFT", "INT_MAX", "SCHEMES",
     "overflow_math", "vmemmap_cost", "vmemmap_machine_cost", "draw", "draw_compare",
     "Session", "list_scenarios", "load_scenario", "explore", "compare", "explain",
+    "verbose_errors",
 ]
