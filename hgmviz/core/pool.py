@@ -284,7 +284,7 @@ def rollback(P, upto):
     meta[M_JLEN] = upto
 
 
-@njit
+@njit(inline="always")
 def emit(E, meta, g, kind, mm, addr, shift, count, pfn, folio):
     """Append an event; consecutive leaves of one size and folio merge into one ranged event."""
     n = meta[M_NEV]

@@ -25,6 +25,8 @@ from .walk import (
     level_shift, pfn_to_folio, pte_index,
 )
 
+_SCAN = 16      # entries the fast path checks for none in one step
+
 __all__ = ["install_range", "zap_range", "unshare_range", "free_empty_tables", "copy_range"]
 
 
@@ -126,13 +128,23 @@ def install_range(P, E, g, pgd, mm, vstart, vpgoff, hs, hl, min_shift, pc, fpfn,
             if st != OK:
                 return st
             i0 = (addr >> ts) & pmask
+            # a view of the n entries (i0 + n <= the table's width: run_end <= cur_hi), so
+            # the loops index from 0 and numba's negative-index check drops out
+            row = ent[cur_t, i0:i0 + n]
             k = 0
-            while k < n and ent[cur_t, i0 + k] == 0:
+            while k + _SCAN <= n:       # none entries, _SCAN at a time (vectorised OR)
+                acc = np.int32(0)
+                for q in range(_SCAN):
+                    acc |= row[k + q]
+                if acc != 0:
+                    break
+                k += _SCAN
+            while k < n and row[k] == 0:
                 k += 1
             if k > 0:
                 step = 1 << (ts - page_shift)
                 for j in range(k):
-                    ent[cur_t, i0 + j] = np.int32(((pfn_at + j * step) << 1) | 1)
+                    row[j] = np.int32(((pfn_at + j * step) << 1) | 1)
                 tcount[cur_t] += k
                 _jpush(P, cur_t, J_FILL_HEAD, i0)
                 _jpush(P, k, J_FILL_COUNT, 0)
