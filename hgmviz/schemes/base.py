@@ -69,11 +69,15 @@ def guarded_increments(ref, n, guard, bits):
 def take_head(f, n, bits, refcount, entire, wrapped, out):
     """``n`` references and ``n`` entire mapcounts on folio ``f``'s head (``folio_get()`` +
     ``hugetlb_add_file_rmap()`` per mapping), flagging a wrap and tallying the updates."""
+    # one basic block, no branch: numba then drops the per-call reference counting of the
+    # four arrays, which cost more than the work itself in the per-event loops
     int_max = (np.int64(1) << (bits - 1)) - 1
-    if refcount[f] + n > int_max or entire[f] + n > int_max:
-        wrapped[f] = 1
-    refcount[f] = wrap_counter(refcount[f] + n, bits)
-    entire[f] = wrap_counter(entire[f] + n, bits)
+    r = refcount[f]
+    e = entire[f]
+    over = (r + n > int_max) | (e + n > int_max)
+    refcount[f] = wrap_counter(r + n, bits)
+    entire[f] = wrap_counter(e + n, bits)
+    wrapped[f] |= over
     out[OUT_REFCOUNT] += n
     out[OUT_ENTIRE] += n
 
@@ -85,6 +89,13 @@ def drop_head(f, n, bits, refcount, entire, out):
     entire[f] = wrap_counter(entire[f] - n, bits)
     out[OUT_REFCOUNT] += n
     out[OUT_ENTIRE] += n
+
+
+@njit
+def is_folio_event(k):
+    """Whether :func:`apply_folio_event` counts events of kind ``k``: the per-event loops ask
+    this first, so the table and hstate events cost no call with the counter arrays."""
+    return k == EV_PAGECACHE_ADD or k == EV_PAGECACHE_DEL or k == EV_FOLIO_ALLOC
 
 
 @njit

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from .._jit import njit
 from ..core import EV_HSTATE_CLEARED, EV_HSTATE_POPULATED, EV_SET
-from .base import Scheme, apply_folio_event, drop_head, guarded_increments, take_head
+from .base import (Scheme, apply_folio_event, drop_head, guarded_increments, is_folio_event,
+                   take_head)
 
 
 @njit
@@ -65,7 +66,7 @@ def _apply_hstate_present(kind, mm, addr, shift, count, pfn, folio, folio_shift,
             leaves += set_leaves
         elif k == EV_HSTATE_CLEARED:
             drop_head(f, n, bits, refcount, entire, out)
-        else:
+        elif is_folio_event(k):
             apply_folio_event(k, f, n, bits, refcount, entire, wrapped)
     out[1] = leaves
 

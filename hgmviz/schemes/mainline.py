@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from .._jit import njit
 from ..core import EV_CLEAR, EV_SET
-from .base import (Scheme, apply_folio_event, drop_head, guarded_increments, take_head,
-                   wrap_counter)
+from .base import (Scheme, apply_folio_event, drop_head, guarded_increments, is_folio_event,
+                   take_head, wrap_counter)
 
 
 @njit
@@ -45,7 +45,7 @@ def _apply_head_only(kind, shift, count, pfn, folio, folio_shift, page_shift, gu
             leaves += n
         elif k == EV_CLEAR:
             drop_head(f, n, bits, refcount, entire, out)
-        else:
+        elif is_folio_event(k):
             apply_folio_event(k, f, n, bits, refcount, entire, wrapped)
     out[1] = leaves
 

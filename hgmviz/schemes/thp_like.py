@@ -22,7 +22,7 @@ import numpy as np
 from .._jit import njit
 from ..core import EV_CLEAR, EV_SET
 from .base import (OUT_ENTIRE, OUT_REFCOUNT, OUT_SUBPAGE, Scheme, apply_folio_event,
-                   guarded_increments, wrap_counter)
+                   guarded_increments, is_folio_event, wrap_counter)
 
 
 @njit
@@ -66,7 +66,7 @@ def _apply_thp_like(kind, shift, count, pfn, folio, folio_shift, folio_pfn, pfn_
                 return
             if k == EV_SET:
                 leaves += n
-        else:
+        elif is_folio_event(k):
             apply_folio_event(k, f, n, bits, refcount, entire, wrapped)
     out[1] = leaves
 
