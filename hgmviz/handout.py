@@ -21,7 +21,7 @@ import os
 import re
 import sys
 
-from .teach import SCHEME_CHOICES, Problem, _pc_sentence, homework
+from .teach import SCHEME_CHOICES, TOPIC_CHOICES, Problem, _pc_sentence, homework
 
 __all__ = ["class_problems", "handout_markdown", "handout_html", "key_markdown", "key_html",
            "write_handouts", "MAX_CLASS"]
@@ -98,8 +98,14 @@ def handout_markdown(p: Problem, k: int = 1, n: int = 1) -> str:
     out += ["", "## Questions", ""]
     for i, q in enumerate(p.questions, 1):
         out += ["%d. %s" % (i, _md(q.text)), "", "   Answer: " + "_" * 30, ""]
-    out += ["Replay this problem with `hgmviz homework -s %d`." % p.seed, ""]
+    out += ["Replay this problem with `%s`." % _replay(p), ""]
     return "\n".join(out)
+
+
+def _replay(p) -> str:
+    """The command that prints this problem again (with its topic, if it has one)."""
+    topic = p.params.get("topic")
+    return "hgmviz homework -s %d%s" % (p.seed, " --topic %s" % topic if topic else "")
 
 
 def _seeds(problems) -> str:
@@ -149,9 +155,9 @@ def _handout_section(p: Problem, k: int, n: int) -> str:
     return ("<section class=\"page\"><h1>%s</h1><p class=\"name\">Name: "
             "______________________________</p><p class=\"meta\">%s</p><h2>Steps</h2>%s"
             "<h2>Questions</h2><ol class=\"qs\">%s</ol><p class=\"meta\">Replay this problem "
-            "with <code>hgmviz homework -s %d</code>.</p></section>"
+            "with <code>%s</code>.</p></section>"
             % (_e(_title(p, k, n)), "<br>".join(_e(x) for x in _setup(p)), _steps_html(p), qs,
-               p.seed))
+               _e(_replay(p))))
 
 
 def handout_html(p: Problem, k: int = 1, n: int = 1) -> str:
@@ -242,8 +248,12 @@ def main(argv=None) -> int:
     ap.add_argument("--kernel", choices=["6.2", "6.18"], help="kernel profile (default: from the seed)")
     ap.add_argument("--geometry", default="toy", choices=["toy", "x86_64"])
     ap.add_argument("--steps", type=int, default=8, help="number of steps (3-40)")
+    ap.add_argument("--topic", choices=TOPIC_CHOICES,
+                    help="steps on one chapter's operations (collapse: chapter 9)")
     args = ap.parse_args(argv)
     opts = dict(scheme=args.scheme, geometry=args.geometry, kernel=args.kernel, steps=args.steps)
+    if args.topic:
+        opts["topic"] = args.topic
     if args.klass is None:
         if args.output is not None:
             print("hgmviz homework: -o DIR writes handouts: give --class N too", file=sys.stderr)

@@ -20,6 +20,8 @@ from .ops import (Exit, Fallocate, Fork, Madvise, MemfdCreate, Mmap, Munmap, Spa
 from .units import format_size
 
 SCHEME_CHOICES = ("mainline", "per_piece", "thp_like", "hstate_present")
+HGM_SCHEMES = SCHEME_CHOICES[1:]
+TOPIC_CHOICES = ("collapse",)
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,9 @@ class Problem:
 
     def text(self, show_answers: bool = False) -> str:
         p = self.params
-        lines = ["hgmviz homework -s %d  (geometry %s, scheme %s, kernel %s, %d steps)"
-                 % (self.seed, p["geometry"], p["scheme"], p["kernel"], len(self.steps)),
+        topic = ", topic %s" % p["topic"] if p.get("topic") else ""
+        lines = ["hgmviz homework -s %d  (geometry %s, scheme %s, kernel %s, %d steps%s)"
+                 % (self.seed, p["geometry"], p["scheme"], p["kernel"], len(self.steps), topic),
                  "",
                  "A machine with %s. Page size %s, hugepage (hstate) %s: %d base pages a folio."
                  % (p["pool"], p["page"], p["hstate"], p["pages"]),
@@ -315,29 +318,67 @@ def _why(kind, scheme, seen, i, params, j=None) -> str:
     raise ValueError(kind)
 
 
+def _plan_collapse(rng: random.Random, H: int, P: int, nsteps: int):
+    """Chapter 9's operations: map the first hugepage in disjoint pieces (``UFFDIO_CONTINUE``,
+    which installs the largest aligned leaves that fit), collapse it (``MADV_COLLAPSE``), then
+    a few more steps on the second hugepage, a fork or a zap."""
+    steps = [MemfdCreate("f", 2 * H, H), Spawn("p"), Mmap("p", "f", 2 * H, "a"),
+             Fallocate("f", 0, 2 * H), Madvise("p", "a", 2 * H, "MADV_SPLIT"),
+             UffdioRegister("p", "a", 2 * H, "minor", rng.random() < 0.5)]
+    pieces = [(0, P), (P, 2 * P), (3 * P, H - 3 * P)]          # disjoint: no EEXIST
+    for start, length in sorted(rng.sample(pieces, min(rng.choice([1, 2]), nsteps - 7))):
+        steps.append(UffdioContinue("p", ("a", start), length))
+    steps.append(Madvise("p", "a", H, "MADV_COLLAPSE"))
+    while len(steps) < nsteps:
+        r = rng.random()
+        if r < 0.4:
+            steps.append(UffdioContinue("p", ("a", H + rng.choice([0, P])), rng.choice([P, 2 * P])))
+        elif r < 0.6:
+            steps.append(Madvise("p", "a", 2 * H, "MADV_COLLAPSE"))
+        elif r < 0.8:
+            steps.append(Fork("p", "c%d" % len(steps)))
+        else:
+            steps.append(Madvise("p", ("a", 0), H, "MADV_DONTNEED"))
+    return steps[:nsteps]
+
+
 def homework(seed: int, scheme: str = None, geometry: str = "toy", kernel: str = None,
-             steps: int = 8) -> Problem:
+             steps: int = 8, topic: str = None) -> Problem:
     """The problem for ``seed``: the same seed and options always give the same problem.
-    Each answer comes with its reason (:attr:`Question.why`), computed by the same run."""
+    Each answer comes with its reason (:attr:`Question.why`), computed by the same run.
+
+    ``topic="collapse"`` (chapter 9) maps the first hugepage in pieces with ``UFFDIO_CONTINUE``
+    and collapses it with ``MADV_COLLAPSE`` (v2 34/46), under one of the HGM schemes; without a
+    topic the steps are drawn as before, so existing seeds keep their problems."""
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise TypeError("seed must be an int, not %r" % (seed,))
     if isinstance(steps, bool) or not isinstance(steps, int):
         raise TypeError("steps must be an int between 3 and 40, not %r" % (steps,))
     if not 3 <= steps <= 40:
         raise ValueError("steps must be between 3 and 40, not %r" % (steps,))
+    if topic is not None and topic not in TOPIC_CHOICES:
+        raise ValueError("topic must be one of %s or None, not %r"
+                         % (", ".join(TOPIC_CHOICES), topic))
+    if topic == "collapse" and steps < 8:
+        raise ValueError("topic 'collapse' needs at least 8 steps, not %r" % (steps,))
     rng = random.Random(seed)
-    scheme = scheme or rng.choice(SCHEME_CHOICES)
+    scheme = scheme or rng.choice(HGM_SCHEMES if topic else SCHEME_CHOICES)
     if scheme not in SCHEME_CHOICES:
         raise ValueError("scheme must be one of %s, not %r" % (", ".join(SCHEME_CHOICES), scheme))
+    if topic == "collapse" and scheme not in HGM_SCHEMES:
+        raise ValueError("topic 'collapse' needs an HGM scheme (%s), not %r"
+                         % (", ".join(HGM_SCHEMES), scheme))
     kernel = kernel or rng.choice(["6.2", "6.18"])
     m = Machine(geometry=geometry, scheme=scheme, kernel=kernel)
     g = m.geometry
     h = g.hstates[0]
     H, P = h.size, g.PAGE_SIZE
     pool = {H: 4}
-    plan = _plan(rng, H, P, m.scheme.supports_hgm, steps)
+    plan = (_plan_collapse(rng, H, P, steps) if topic == "collapse"
+            else _plan(rng, H, P, m.scheme.supports_hgm, steps))
     m = Machine(nr_hugepages=pool, geometry=geometry, scheme=scheme, kernel=kernel)
-    params = {"geometry": g.name, "scheme": scheme, "kernel": kernel, "pool": "%d x %s hugepages"
+    params = {"geometry": g.name, "scheme": scheme, "kernel": kernel, "topic": topic,
+              "pool": "%d x %s hugepages"
               % (pool[H], format_size(H)), "page": format_size(P), "hstate": format_size(H),
               "pages": h.pages_per_huge_page(), "pc_refs": m.kernel.pagecache_refs(
                   h.pages_per_huge_page())}

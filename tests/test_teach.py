@@ -28,9 +28,10 @@ def test_different_seeds_differ():
     assert len(texts) == 8
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_answers_match_an_independent_replay(seed):
-    prob = homework(seed, steps=10)
+@pytest.mark.parametrize("seed,topic", [(s, None) for s in range(6)] +
+                         [(s, "collapse") for s in range(6)])
+def test_answers_match_an_independent_replay(seed, topic):
+    prob = homework(seed, steps=10, topic=topic)
     p = prob.params
     m = hv.Machine(nr_hugepages={int(hv.TOY.hstates[0].size): 4}, geometry="toy",
                    scheme=p["scheme"], kernel=p["kernel"])
@@ -90,9 +91,10 @@ def _refcount(w):
     return None if folio is None else folio.refcount
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_every_answer_gives_its_reason(seed):
-    prob = homework(seed, steps=10)
+@pytest.mark.parametrize("seed,topic", [(s, None) for s in range(12)] +
+                         [(s, "collapse") for s in range(6)])
+def test_every_answer_gives_its_reason(seed, topic):
+    prob = homework(seed, steps=10, topic=topic)
     rule_fns = {"mainline": "hugetlb_add_file_rmap()", "per_piece": "T2",
                 "thp_like": "v2 22/46", "hstate_present": "T12"}
     assert prob.questions
@@ -113,9 +115,10 @@ def test_every_answer_gives_its_reason(seed):
             assert "hugetlb_add_to_page_cache()" in q.why
 
 
-@pytest.mark.parametrize("seed", range(12))
-def test_refcount_reasons_name_exactly_the_steps_that_changed_it(seed):
-    prob = homework(seed, steps=12)
+@pytest.mark.parametrize("seed,topic", [(s, None) for s in range(12)] +
+                         [(s, "collapse") for s in range(6)])
+def test_refcount_reasons_name_exactly_the_steps_that_changed_it(seed, topic):
+    prob = homework(seed, steps=12, topic=topic)
     changes = _changes(prob, _refcount)
     show = lambda v: "absent" if v is None else str(v)  # noqa: E731
     asked = [q for q in prob.questions if "the refcount of the folio" in q.text]
@@ -161,3 +164,44 @@ def test_text_says_references_properly():
     assert "holds 1 reference on each folio" in homework(3).text()       # kernel 6.2
     six18 = homework(3, kernel="6.18").text()
     assert "holds 8 references on each folio" in six18 and "(s)" not in six18
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_collapse_topic_maps_in_pieces_then_collapses_under_an_hgm_scheme(seed):
+    """Chapter 9's homework: UFFDIO_CONTINUE pieces of the first hugepage, then MADV_COLLAPSE."""
+    prob = homework(seed, topic="collapse")
+    assert prob.params["scheme"] in ("per_piece", "thp_like", "hstate_present")
+    lines = [st.describe("c") for st in prob.steps]
+    collapse = next(i for i, ln in enumerate(lines) if "MADV_COLLAPSE" in ln)
+    assert any("UFFDIO_CONTINUE" in ln for ln in lines[:collapse])
+    assert any("MADV_SPLIT" in ln for ln in lines[:collapse])
+    assert "topic collapse" in prob.text().splitlines()[0]
+    assert any(q.step == collapse + 1 for q in prob.questions), "no question on the collapse"
+    # the pieces mapped before the collapse are disjoint: every step up to it succeeds
+    early = [q for q in prob.questions if q.text.startswith("Does") and q.step <= collapse + 1]
+    assert early and all(q.answer == "yes" for q in early)
+
+
+def test_collapse_topic_refuses_what_it_cannot_do():
+    with pytest.raises(ValueError, match="HGM scheme"):
+        homework(1, scheme="mainline", topic="collapse")
+    with pytest.raises(ValueError, match="topic must be one of collapse"):
+        homework(1, topic="fork")
+    with pytest.raises(ValueError, match="at least 8 steps"):
+        homework(1, topic="collapse", steps=5)
+    assert homework(1) == homework(1, topic=None)
+
+
+def test_cli_topic(capsys):
+    assert cli(["homework", "-s", "2023", "--topic", "collapse", "-c"]) == 0
+    out = capsys.readouterr().out
+    assert "MADV_COLLAPSE" in out and "answer:" in out and "topic collapse" in out
+
+
+def test_handouts_of_a_topic_replay_with_the_topic():
+    from hgmviz.handout import class_problems, handout_html, handout_markdown
+    problems = class_problems(2, 5, topic="collapse")
+    assert all(p.params["topic"] == "collapse" for p in problems)
+    assert "`hgmviz homework -s 6 --topic collapse`" in handout_markdown(problems[1], 2, 2)
+    assert "<code>hgmviz homework -s 5 --topic collapse</code>" in handout_html(problems[0])
+    assert "`hgmviz homework -s 5`." in handout_markdown(class_problems(1, 5)[0])
