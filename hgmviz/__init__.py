@@ -19,10 +19,7 @@ from .mm import (FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MADV_COLLAPSE, MADV_
                  MADV_REMOVE, MADV_SPLIT, MREMAP_FIXED, MREMAP_MAYMOVE, PROT_EXEC, PROT_NONE,
                  PROT_READ, PROT_WRITE, File, Folio, Machine, PagemapEntry, Process, Vma)
 from .overflow import overflow_math
-from .render import draw, draw_compare
-from .scenarios import list_scenarios, load_scenario
 from .schemes import SCHEMES
-from .session import Session
 from .vmemmap import vmemmap_cost, vmemmap_machine_cost
 
 from .notebook_errors import verbose_errors
@@ -33,8 +30,23 @@ __version__ = "0.1.0"
 # frames inside the package hidden (hv.verbose_errors() shows them); nothing elsewhere.
 _notebook_errors.install()
 
+#: Names that load their module on first use, not at ``import hgmviz``: the machine is all a
+#: script needs to start (cold start: import + first fault), the renderer, the scenarios and
+#: the session (with the operation records) come when asked for.
+_LAZY = {"draw": "render", "draw_compare": "render", "list_scenarios": "scenarios",
+         "load_scenario": "scenarios", "Session": "session"}
+#: Subpackages ``import hgmviz`` used to load as a side effect; ``hgmviz.<name>`` still works.
+_LAZY_MODULES = ("render", "scenarios", "session", "ops", "scenario_file", "comparison")
+
 
 def __getattr__(name):
+    import importlib
+    if name in _LAZY:
+        value = getattr(importlib.import_module("." + _LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    if name in _LAZY_MODULES:
+        return importlib.import_module("." + name, __name__)
     # the widget layer (ipywidgets) and the explainer load on first use, not at import
     if name in ("explore", "compare"):
         from . import widgets
