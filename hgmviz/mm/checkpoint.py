@@ -11,6 +11,8 @@ the same type without the tables and counters (the core journals page-table writ
 """
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -210,6 +212,36 @@ def restore(m, ck: Checkpoint):
     m._in_op = False                  # restoring is also the way out of an interrupted operation
 
 
+#: The tables of the checkpoints read last, expanded to whole read-only arrays (id of the
+#: Tables -> (weak reference, ent, tlevel, tshare)): a widget or an example redraws against
+#: the same ``before`` again and again, and expanding a 1 GiB-at-4 KiB pool each time cost
+#: more than the drawing.  An entry leaves when its checkpoint dies or after
+#: ``_EXPANDED_MAX`` newer ones.
+_EXPANDED: "OrderedDict[int, tuple]" = OrderedDict()
+_EXPANDED_MAX = 8
+
+
+def _expanded(t: Tables, pt):
+    """``(ent, tlevel, tshare)`` of checkpoint tables ``t`` as whole read-only arrays."""
+    key = id(t)
+    hit = _EXPANDED.get(key)
+    if hit is not None and hit[0]() is t and hit[1].shape[1] == pt.ptrs:
+        _EXPANDED.move_to_end(key)
+        return hit[1:]
+    ent = np.zeros((t.capacity, pt.ptrs), dtype=pt.ent.dtype)
+    ent[t.used] = t.ent
+    tlevel = np.zeros(t.capacity, dtype=pt.tlevel.dtype)
+    tlevel[t.used] = t.tlevel
+    tshare = np.zeros(t.capacity, dtype=pt.tshare.dtype)
+    tshare[t.used] = t.tshare
+    arrays = tuple(_read_only(a) for a in (ent, tlevel, tshare))
+    _EXPANDED[key] = (weakref.ref(t),) + arrays
+    weakref.finalize(t, _EXPANDED.pop, key, None)
+    while len(_EXPANDED) > _EXPANDED_MAX:
+        _EXPANDED.popitem(last=False)
+    return arrays
+
+
 def machine_state(m, ck=None) -> MachineState:
     """A read-only view of the live state (``ck=None``) or of checkpoint ``ck``: what a
     renderer reads — page-table arrays, every mm (exited ones too) and file (released ones
@@ -224,13 +256,7 @@ def machine_state(m, ck=None) -> MachineState:
         scheme, version = m.scheme, m.version
     else:
         check(m, ck, "before")
-        t = ck.tables
-        ent = np.zeros((t.capacity, m.pt.ptrs), dtype=m.pt.ent.dtype)
-        ent[t.used] = t.ent
-        tlevel = np.zeros(t.capacity, dtype=m.pt.tlevel.dtype)
-        tlevel[t.used] = t.tlevel
-        tshare = np.zeros(t.capacity, dtype=m.pt.tshare.dtype)
-        tshare[t.used] = t.tshare
+        ent, tlevel, tshare = _expanded(ck.tables, m.pt)
         files, mms = ck.files, ck.mms
         used, ffile, findex = ck.folio_used, ck.folio_file, ck.folio_index
         scheme = m.scheme.fresh(guard=m.scheme.guard)
