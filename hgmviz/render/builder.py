@@ -267,7 +267,7 @@ class _Builder:
         ``ntab`` ({level: tables}) is left out when None."""
         folios = np.zeros(0, np.int64)
         if pfn.size:
-            f = self.now.leaf_folio_page(pfn)[0]
+            f = self.now.leaf_folio(pfn)
             f = f[f >= 0]
             seen = np.zeros(self.now.nr_folios, bool)    # folio ids are small and dense
             seen[f] = True
@@ -277,7 +277,7 @@ class _Builder:
             parts.append(", ".join("%d %s table%s" % (n, self.lname(lv), "" if n == 1 else "s")
                                    for lv, n in sorted(ntab.items(), reverse=True)) or "no tables")
         if pfn.size:
-            per_shift = np.bincount(sh.astype(np.int64))
+            per_shift = np.bincount(sh.astype(np.int64, copy=False))
             by = ", ".join("%s × %s" % (format(int(per_shift[s]), ","), fmt_size(1 << int(s)))
                            for s in np.flatnonzero(per_shift)[::-1])
             parts.append("%s lea%s (%s) → folio%s %s" % (

@@ -64,6 +64,19 @@ class StateView:
         h = self.geometry.hstates[int(self.folio_hstate[fid])]
         return h.pages_per_huge_page()
 
+    def leaf_folio(self, pfn: np.ndarray):
+        """The folio of each pfn (-1 for a pfn in no folio): :meth:`leaf_folio_page`'s first
+        half, without computing the page indexes."""
+        pfn = np.asarray(pfn)
+        fl = self.fl
+        if pfn.size:
+            lo, hi = int(pfn.min()), int(pfn.max())
+            for h in range(int(fl[0])):     # fast path: all in one hstate's region
+                pfn0, order, f0, nr = (int(x) for x in fl[1 + 4 * h: 5 + 4 * h])
+                if pfn0 <= lo and hi < pfn0 + (nr << order):
+                    return ((pfn - pfn0) >> order) + f0
+        return pfn_to_folio(fl, pfn)
+
     def leaf_folio_page(self, pfn: np.ndarray):
         """(folio, page index in the folio) of each pfn; (-1, -1) for a pfn in no folio."""
         pfn = np.asarray(pfn)

@@ -107,4 +107,8 @@ class ThpLike(Scheme):
 
     def folio_mapcount(self, folio: int) -> int:
         """``total_mapcount()`` of v6.2: entire mapcount plus every subpage's mapcount."""
-        return self.folio_entire_mapcount(folio) + int(self.subpage_mapcounts(folio).sum())
+        lo = int(self.folio_pfn[folio]) - self.pfn_lo
+        n = 1 << (int(self.folio_shift[folio]) - self.geometry.page_shift)
+        # sum(_mapcount + 1) summed in int64 without a widened copy of the subpages
+        return (self.folio_entire_mapcount(folio)
+                + int(self.counters["subpage"][lo:lo + n].sum(dtype=np.int64)) + n)
