@@ -480,7 +480,15 @@ MEASURE_JS = """
                                  ratio.toFixed(2)]);
     }
   }
+  // a button whose label is cut (ellipsis), a control beyond the explorer's right edge
+  const cut = [...root.querySelectorAll('button')].filter(b => b.getClientRects().length &&
+      b.scrollWidth > b.clientWidth + 1).map(b => b.textContent.trim() || b.title);
+  const right = root.getBoundingClientRect().right;
+  const off = [...root.querySelectorAll(':scope > .widget-hbox > *')].filter(e =>
+      e.getClientRects().length && e.getBoundingClientRect().right > right + 1)
+      .map(e => (e.textContent.trim() || e.className).slice(0, 30));
   return {minPx: px.length ? Math.min(...px) : null, n: px.length, clipped, boxClip, low,
+          cut, off,
           pageOverflow: document.documentElement.scrollWidth > window.innerWidth + 1};
 }
 """
@@ -505,8 +513,13 @@ def _js_click(page, name: str):
 def _check_state(page, what: str, problems: list):
     page.wait_for_timeout(300)
     m = page.evaluate(MEASURE_JS)
-    print("%s: smallest diagram text %.1f px (%d texts), clipped cells %d, low contrast %d"
-          % (what, m["minPx"] or 0, m["n"], len(m["clipped"]), len(m["low"])))
+    print("%s: smallest diagram text %.1f px (%d texts), clipped cells %d, low contrast %d, "
+          "cut buttons %d, controls off the right edge %d"
+          % (what, m["minPx"] or 0, m["n"], len(m["clipped"]), len(m["low"]), len(m["cut"]),
+             len(m["off"])))
+    if m["cut"] or m["off"]:
+        problems.append("%s: buttons cut %s, controls off the edge %s" % (what, m["cut"][:5],
+                                                                          m["off"][:5]))
     if m["minPx"] is None or m["minPx"] < MIN_TEXT_PX - 0.05:
         problems.append("%s: diagram text %.1f px < %.0f" % (what, m["minPx"] or 0,
                                                             MIN_TEXT_PX))
@@ -580,3 +593,153 @@ def test_explorer_is_legible_at_every_width(playwright, theme):
         srv.stop()
     shutil.rmtree(work, ignore_errors=True)
     assert problems == []
+
+
+# ------------------------------------------------------------------------------------------
+# the same measurements inside JupyterLab itself; the tour's glossary link (issue 15)
+# ------------------------------------------------------------------------------------------
+LAB_WIDTHS = (1024, 1920)
+OVERRIDES = ROOT / "scripts" / "jupyterlab" / "overrides.json"
+LAB_THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
+
+
+def lab_settings(work: Path, theme: str = "light"):
+    """The user settings a lab.sh install gives (scripts/jupyterlab/overrides.json: Markdown
+    notebooks open as notebooks, no news), plus the theme."""
+    settings = json.loads(OVERRIDES.read_text())
+    settings.setdefault("@jupyterlab/apputils-extension:themes", {})["theme"] = LAB_THEMES[theme]
+    for plugin, values in settings.items():
+        ext, name = plugin.split(":")
+        folder = work / "lab-settings" / ext
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / ("%s.jupyterlab-settings" % name)
+        old = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**old, **values}))
+
+
+def lab_open(ctx, srv: Server, token: str, path: str, run: bool = True):
+    """A new page with ``path`` (alone) open in JupyterLab, its kernel connected and (``run``)
+    every cell run."""
+    page = ctx.new_page()
+    # ?reset: a fresh workspace, so that only ``path`` is open (no tab restored from before)
+    page.goto("http://127.0.0.1:%d/lab/tree/%s?reset&token=%s" % (srv.port, path, token),
+              timeout=90000)
+    page.wait_for_function("() => document.body.innerText.includes('| Idle')", timeout=90000)
+    news = page.get_by_role("button", name="No", exact=True)
+    if news.count():
+        news.first.click()
+    if run:
+        page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    return page
+
+
+def _lab_shot(page, path: Path):
+    """The viewport with the explorer scrolled to its top (JupyterLab scrolls inside the
+    notebook panel, not the page)."""
+    vp = page.viewport_size
+    page.set_viewport_size({"width": vp["width"], "height": 1300})     # controls and diagram
+    page.wait_for_timeout(400)
+    page.evaluate("() => document.querySelector('.hgmviz-explorer').scrollIntoView()")
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(path))
+    page.set_viewport_size(vp)
+    print("screenshot: %s" % path)
+
+
+@pytest.mark.parametrize("theme", THEMES)
+def test_explorer_is_legible_in_jupyterlab(playwright, theme):
+    """As test_explorer_is_legible_at_every_width, inside JupyterLab (file browser open, its
+    default) at 1024 and 1920 px, light and dark: diagram text >= 11 px, no clipped counter,
+    every explorer text WCAG AA.  Screenshots: docs/screens/lab-*.png."""
+    work = workdir("hgmviz-lab-legible-", notebooks=[])
+    _legibility_notebooks(work)
+    lab_settings(work, theme)
+    token = secrets.token_hex(16)
+    srv = start_lab(work, token)
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    problems = []
+    try:
+        for width in LAB_WIDTHS:
+            ctx = launch_browser(playwright, work / ("chromium-%d" % width), width=width,
+                                 height=900)
+            try:
+                page = lab_open(ctx, srv, token, "explore.ipynb")
+                page.wait_for_selector(DIAGRAM_SEL, timeout=90000, state="attached")
+                assert not widget_errors(page), widget_errors(page)
+                _js_click(page, "touch")
+                _js_click(page, "fork")
+                _check_state(page, "lab %s %d fork" % (theme, width), problems)
+                _js_click(page, "spawn")
+                _check_state(page, "lab %s %d three processes" % (theme, width), problems)
+                _lab_shot(page, SCREENS / ("lab-explore-%s-%d.png" % (theme, width)))
+                _js_click(page, "drill: run to guard or wrap")
+                _check_state(page, "lab %s %d drill" % (theme, width), problems)
+                page.close()
+                page = lab_open(ctx, srv, token, "compare.ipynb")
+                page.wait_for_selector(DIAGRAM_SEL, timeout=90000, state="attached")
+                _js_click(page, "touch")
+                _js_click(page, "fork")
+                _check_state(page, "lab %s %d compare" % (theme, width), problems)
+                _lab_shot(page, SCREENS / ("lab-compare-%s-%d.png" % (theme, width)))
+            finally:
+                ctx.close()
+    except Exception:
+        print(srv.log())
+        raise
+    finally:
+        srv.stop()
+    shutil.rmtree(work, ignore_errors=True)
+    assert problems == []
+
+
+def test_glossary_link_from_the_tour_opens_rendered(playwright):
+    """lab.sh's settings (Markdown notebooks open as notebooks): the tour's Glossary link opens
+    docs/glossary.md rendered, with no "Select Kernel" dialog; running the tour and saving
+    every open document leaves both files byte for byte as they were."""
+    work = workdir("hgmviz-lab-glossary-", notebooks=[])
+    sources = {}
+    for rel in ("notebooks/00-tour.md", "notebooks/jupytext.toml", "docs/glossary.md",
+                "docs/jupytext.toml"):
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, work / rel)
+        sources[rel] = (ROOT / rel).read_bytes()
+    lab_settings(work)
+    token = secrets.token_hex(16)
+    srv = start_lab(work, token)
+    ctx = launch_browser(playwright, work / "chromium", width=1366, height=900)
+    try:
+        page = lab_open(ctx, srv, token, "notebooks/00-tour.md")
+        # the run-all finished: the status bar is idle again and the last code cell has run
+        page.wait_for_function("""() => { const p = document.querySelectorAll(
+            '.jp-Notebook .jp-CodeCell .jp-InputPrompt'); return p.length &&
+            /\\[\\d+\\]/.test(p[p.length - 1].textContent) &&
+            document.body.innerText.includes('| Idle'); }""", timeout=180000)
+        link = page.locator(".jp-RenderedMarkdown a", has_text=re.compile(r"^Glossary$")).first
+        link.scroll_into_view_if_needed()
+        link.click()
+        page.wait_for_function("""() => [...document.querySelectorAll('.lm-TabBar-tabLabel')]
+            .some(t => t.textContent.trim() === 'glossary.md')""", timeout=60000)
+        page.wait_for_timeout(3000)        # a dialog would be up by now
+        dialogs = page.locator(".jp-Dialog").count()
+        shown = page.evaluate("""() => { const w = window.jupyterapp.shell.currentWidget;
+            const h = w.node.querySelector('.jp-RenderedMarkdown h1');
+            return {title: w.title.label, h1: h ? h.textContent.replace('¶', '').trim() : null,
+                    strong: w.node.querySelectorAll('.jp-RenderedMarkdown strong').length,
+                    raw: w.node.innerText.includes('**page, base page**')}; }""")
+        path = Path(tempfile.mkdtemp(prefix="hgmviz-browser-")) / "lab-glossary.png"
+        page.screenshot(path=str(path))
+        print("glossary: %s; dialogs %d; screenshot: %s" % (shown, dialogs, path))
+        assert dialogs == 0, page.locator(".jp-Dialog").first.inner_text()
+        assert shown["title"] == "glossary.md" and shown["h1"] == "Glossary", shown
+        assert shown["strong"] > 20 and not shown["raw"], shown
+        page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save-all')")
+        page.wait_for_timeout(3000)
+        for rel, data in sources.items():
+            assert (work / rel).read_bytes() == data, "%s changed on disk" % rel
+    except Exception:
+        print(srv.log())
+        raise
+    finally:
+        ctx.close()
+        srv.stop()
+    shutil.rmtree(work, ignore_errors=True)

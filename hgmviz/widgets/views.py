@@ -157,7 +157,8 @@ def log_html(session, notes=(), limit: int = 40) -> str:
 #: same), so light and dark themes both read well; the fallbacks are for other front ends.
 #: Result colours are chosen per theme for WCAG AA contrast (4.5:1) on the theme's
 #: background.  The counters table may wrap a cell ("was N" under the value) but never
-#: clips one: its box scrolls when the window is too narrow.
+#: clips one: its box scrolls when the window is too narrow.  Rows of controls wrap, and a
+#: button never shrinks below its label.
 CSS = """
 <style>
 .hgmviz-explorer {
@@ -209,5 +210,9 @@ body[data-jp-theme-light="false"] .hgmviz-explorer {
 .hgmviz-explorer .hgmviz-status, .hgmviz-explorer .hgmviz-title {font-size: 12px;
   color: var(--hv-fg);}
 .hgmviz-explorer .hgmviz-status b, .hgmviz-explorer .hgmviz-title b {color: var(--hv-fg);}
+/* a row of controls wraps when the window (or JupyterLab's notebook beside its file browser)
+   is narrow: every button keeps its whole label, no selector is cut off at the right */
+.hgmviz-explorer .widget-hbox {flex-wrap: wrap; row-gap: 2px;}
+.hgmviz-explorer .widget-hbox > .widget-button {flex: 0 0 auto; max-width: none;}
 </style>
 """
