@@ -30,7 +30,7 @@ __all__ = ["verbose_errors", "install", "uninstall", "short_traceback", "short_l
 _PKG = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _ERRNO_PREFIX = re.compile(r"^\[Errno \d+\] ")
 _state = {"verbose": False}
-_RED, _GREEN, _CYAN, _RESET = "\x1b[0;31m", "\x1b[0;32m", "\x1b[0;36m", "\x1b[0m"
+_RED, _GREEN, _RESET = "\x1b[0;31m", "\x1b[0;32m", "\x1b[0m"
 
 
 def verbose_errors(on: bool = True) -> bool:
@@ -75,7 +75,7 @@ def short_lines(etype, value, tb, shell=None, color: bool = True):
     deepest = inner[-1][0]
     rel = os.path.relpath(deepest.f_code.co_filename, os.path.dirname(_PKG.rstrip(os.sep)))
     module = rel[:-3].replace(os.sep, ".") if rel.endswith(".py") else rel
-    red, green, cyan, reset = (_RED, _GREEN, _CYAN, _RESET) if color else ("",) * 4
+    red, green, reset = (_RED, _GREEN, _RESET) if color else ("",) * 3
     message = _ERRNO_PREFIX.sub("", str(value))
     lines = ["%s%s%s: %s" % (red, etype.__name__, reset, message)]
     if first > 0:
@@ -93,9 +93,10 @@ def short_lines(etype, value, tb, shell=None, color: bool = True):
         if src:
             lines.append("    " + src)
     hidden = len(frames) - first
-    lines.append("%s(raised in %s.%s; %d frame%s inside hgmviz hidden: hv.verbose_errors() "
-                 "shows them)%s" % (cyan, module, deepest.f_code.co_name, hidden,
-                                    "" if hidden == 1 else "s", reset))
+    # the hint in the theme's own text colour (ANSI cyan is faint on a light error background)
+    lines.append("(raised in %s.%s; %d frame%s inside hgmviz hidden: hv.verbose_errors() "
+                 "shows them)" % (module, deepest.f_code.co_name, hidden,
+                                  "" if hidden == 1 else "s"))
     return lines
 
 

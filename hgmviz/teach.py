@@ -262,7 +262,7 @@ def _seen(w, op, out, m, H, js, before_fid) -> _Seen:
     for fn in m.call_path:
         if fn not in path:
             path.append(fn)
-    return _Seen(op.describe("log"), out.status, tuple(path),
+    return _Seen(op.describe("c"), out.status, tuple(path),     # as the steps are listed
                  _event_summary(m, m.last_events, fids), fid,
                  folio.refcount if folio else 0, folio.entire_mapcount if folio else 0,
                  tuple((j, folio.page_mapcount(j)) for j in js) if folio else (),

@@ -743,3 +743,51 @@ def test_glossary_link_from_the_tour_opens_rendered(playwright):
         ctx.close()
         srv.stop()
     shutil.rmtree(work, ignore_errors=True)
+
+
+def test_meminfo_table_and_short_error_in_jupyterlab(playwright):
+    """In JupyterLab (dark theme): ``m.meminfo()`` shows as two tables (/proc/meminfo's lines,
+    /sys/kernel/mm/hugepages/) in the theme's colours, and an error raised inside hgmviz shows
+    its message first, the user's line, and no frame of the package."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+    work = workdir("hgmviz-lab-outputs-", notebooks=[])
+    nb = new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                               "display_name": "Python 3 (ipykernel)"}})
+    nb.cells = [new_code_cell("import hgmviz as hv\nm = hv.Machine(nr_hugepages={2 << 20: 4})\n"
+                              "p = m.spawn()\nm.meminfo()"),
+                new_code_cell("p.munmap(1, 4096)")]
+    nbformat.write(nb, str(work / "outputs.ipynb"))
+    lab_settings(work, "dark")
+    token = secrets.token_hex(16)
+    srv = start_lab(work, token)
+    ctx = launch_browser(playwright, work / "chromium", width=1366, height=900)
+    try:
+        page = lab_open(ctx, srv, token, "outputs.ipynb")
+        page.wait_for_selector(".jp-OutputArea-output[data-mime-type="
+                               "'application/vnd.jupyter.stderr']", timeout=90000)
+        out = page.evaluate("""() => {
+            const t = document.querySelector('.hgmviz-meminfo');
+            const err = document.querySelector(
+                ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']");
+            return {tables: t ? t.querySelectorAll('table').length : 0,
+                    text: t ? t.innerText : '', color: getComputedStyle(t.querySelector('td'))
+                    .color, err: err ? err.innerText : ''}; }""")
+        path = Path(tempfile.mkdtemp(prefix="hgmviz-browser-")) / "lab-outputs-dark.png"
+        page.screenshot(path=str(path))
+        print("outputs: %s; screenshot: %s" % (out, path))
+        assert out["tables"] == 2
+        assert "HugePages_Free:" in out["text"] and "2048 kB" in out["text"]
+        assert "hugepages-2048kB/" in out["text"]
+        assert out["color"] != "rgb(0, 0, 0)"            # the dark theme's text colour applies
+        lines = out["err"].strip().splitlines()
+        assert lines[0] == "OSError: EINVAL: munmap: addr 0x1 is not page aligned", lines
+        assert lines[1].strip() == "Cell In[2], line 1" and lines[2].strip() == "p.munmap(1, 4096)"
+        assert len(lines) == 4 and "mmap.py" not in out["err"]
+    except Exception:
+        print(srv.log())
+        raise
+    finally:
+        ctx.close()
+        srv.stop()
+    shutil.rmtree(work, ignore_errors=True)

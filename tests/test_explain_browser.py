@@ -209,3 +209,41 @@ def test_fits_a_1280_px_screen_and_prints_legibly_on_a4(name, browser_context, e
           % (name, screen["minPx"], printed["minPx"] * 0.75, printed["n"]))
     assert printed["minPx"] * 0.75 >= 6.0, (name, printed)
     assert pdf.stat().st_size > 1000 and pdf.read_bytes().startswith(b"%PDF")
+
+
+# The smallest text of the page (computed font size in CSS px) and whether it overflows.
+TEXT_PX = """
+() => { let min = 1e9; for (const e of document.querySelectorAll('body *')) {
+          if (![...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim())) continue;
+          min = Math.min(min, parseFloat(getComputedStyle(e).fontSize)); }
+        return {minPx: min, overflow: document.documentElement.scrollWidth - innerWidth}; }
+"""
+
+
+def test_homework_handouts_print_one_student_a_page(browser_context, tmp_path):
+    """``hgmviz homework --class 3 -o DIR``: students.html prints on A4 one page per student,
+    the key too, all text >= 9 pt; on a 1280 px screen nothing overflows."""
+    import re
+    from hgmviz.handout import write_handouts
+    write_handouts(tmp_path, 3, first=11, formats=("html",))
+    pages = {}
+    page = browser_context.new_page()
+    try:
+        for name in ("students.html", "key.html"):
+            page.set_viewport_size({"width": 1280, "height": 900})
+            page.emulate_media(media="screen")
+            page.goto((tmp_path / name).as_uri(), wait_until="load")
+            screen = page.evaluate(TEXT_PX)
+            assert screen["overflow"] <= 0, (name, screen)
+            page.emulate_media(media="print")
+            printed = page.evaluate(TEXT_PX)
+            pdf = tmp_path / (name + ".pdf")
+            page.pdf(path=str(pdf), format="A4")
+            pages[name] = len(re.findall(rb"/Type\s*/Page[^s]", pdf.read_bytes()))
+            print("%s: smallest text %.1f px on screen, %.1f pt printed, %d A4 pages"
+                  % (name, screen["minPx"], printed["minPx"] * 0.75, pages[name]))
+            assert printed["minPx"] * 0.75 >= 9.0, (name, printed)
+    finally:
+        page.close()
+    assert pages["students.html"] == 3
+    assert pages["key.html"] >= 3          # a page (or more) per student
