@@ -791,3 +791,78 @@ def test_meminfo_table_and_short_error_in_jupyterlab(playwright):
         ctx.close()
         srv.stop()
     shutil.rmtree(work, ignore_errors=True)
+
+
+# every diagram a notebook drew: the smallest text as shown (font size x the drawing's scale
+# on screen) and whether the drawing ends beyond its output area (cut off)
+NOTEBOOK_SVG_JS = """
+async () => {
+  const out = [];
+  for (const img of document.querySelectorAll('.jp-OutputArea-output img')) {
+    if (!/svg/.test(img.src)) continue;            // JupyterLab shows an SVG output as an <img>
+    const svg = new DOMParser().parseFromString(await (await fetch(img.src)).text(),
+                                                 'image/svg+xml').documentElement;
+    const vb = svg.viewBox.baseVal;
+    const sizes = [...svg.querySelectorAll('text')].filter(t => t.textContent.trim())
+      .map(t => parseFloat(t.getAttribute('font-size')));
+    const area = img.closest('.jp-OutputArea-output').getBoundingClientRect();
+    const r = img.getBoundingClientRect();
+    // beyond the output area, which does not scroll: the rest of the drawing is hidden
+    let cut = false;
+    for (let e = img.parentElement; e && !cut; e = e.parentElement) {
+      const b = e.getBoundingClientRect(), ox = getComputedStyle(e).overflowX;
+      if (ox !== 'visible' && r.right > b.right + 1 && e.scrollWidth <= e.clientWidth + 1)
+        cut = true;
+      if (ox === 'auto' || ox === 'scroll') break;  // a scrolling box shows the rest
+      if (e.classList.contains('jp-OutputArea')) break;
+    }
+    const box = img.closest('.jp-OutputArea-output');
+    out.push({px: sizes.length ? Math.min(...sizes) * r.width / vb.width : null,
+              width: Math.round(r.width), natural: img.naturalWidth, area: Math.round(area.width),
+              cut: cut || (r.right > area.right + 1 &&
+                           getComputedStyle(box).overflowX === 'visible'),
+              scrolls: box.scrollWidth > box.clientWidth + 1});
+  }
+  return out;
+}
+"""
+
+
+@pytest.mark.parametrize("chapter", ["00-tour.md", "01-page-tables.md", "04-fork.md",
+                                     "09-collapse-and-outcome.md"])
+def test_notebook_diagrams_fit_beside_the_file_browser(playwright, chapter):
+    """A 1400 px window with JupyterLab's file browser open: no diagram a chapter draws is cut
+    off (one wider than the output scrolls sideways: chapter 4's fork, chapter 9's three
+    schemes) and its text stays >= 11 px as shown (not shrunk to fit)."""
+    work = workdir("hgmviz-lab-diagrams-", notebooks=[])
+    for rel in ("notebooks/" + chapter, "notebooks/jupytext.toml"):
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / rel, work / rel)
+    lab_settings(work)
+    token = secrets.token_hex(16)
+    srv = start_lab(work, token)
+    ctx = launch_browser(playwright, work / "chromium", width=1400, height=900)
+    try:
+        page = lab_open(ctx, srv, token, "notebooks/" + chapter)
+        page.wait_for_function("""() => { const p = document.querySelectorAll(
+            '.jp-Notebook .jp-CodeCell .jp-InputPrompt'); return p.length &&
+            /\\[\\d+\\]/.test(p[p.length - 1].textContent) &&
+            document.body.innerText.includes('| Idle'); }""", timeout=300000)
+        page.wait_for_timeout(1000)
+        found = page.evaluate(NOTEBOOK_SVG_JS)
+        print("%s: %s" % (chapter, found))
+        page.evaluate("""() => { const i = [...document.querySelectorAll(
+            '.jp-OutputArea-output img')].pop(); i.scrollIntoView(); }""")
+        page.wait_for_timeout(500)
+        screenshot(page, "lab-diagrams-%s.png" % chapter[:2])
+        assert found, "no diagram found"
+        assert not [d for d in found if d["cut"]], found
+        small = [d for d in found if d["px"] is None or d["px"] < MIN_TEXT_PX - 0.05]
+        assert not small, small
+    except Exception:
+        print(srv.log())
+        raise
+    finally:
+        ctx.close()
+        srv.stop()
+    shutil.rmtree(work, ignore_errors=True)
