@@ -136,13 +136,16 @@ def _parse_version(text):
 # ----------------------------------------------------------------------------- state ---
 class Table:
     """A page-table page: ``slots`` maps an index to a ``Table`` (present non-leaf entry) or a
-    ``Leaf``; a missing key is a none entry.  ``level`` is the level of its entries."""
+    ``Leaf``; a missing key is a none entry.  ``level`` is the level of its entries.
+    ``folio``: for the table right below an hstate-level entry, the page-cache folio it was
+    allocated for (what an hstate-level entry's reference is taken on, see ``tables_hold``)."""
 
-    __slots__ = ("level", "slots")
+    __slots__ = ("level", "slots", "folio")
 
-    def __init__(self, level):
+    def __init__(self, level, folio=None):
         self.level = level
         self.slots = {}
+        self.folio = folio
 
 
 # a present leaf: maps 1 << level_shift(level) bytes of folio ``folio`` from page ``index``
@@ -378,7 +381,12 @@ class RefMachine:
     """The reference machine.  Same constructor arguments as ``hgmviz.Machine`` (the subset
     the equivalence test uses)."""
 
-    def __init__(self, nr_hugepages=None, geometry="x86_64", scheme="mainline", kernel="6.2"):
+    def __init__(self, nr_hugepages=None, geometry="x86_64", scheme="mainline", kernel="6.2",
+                 tables_hold=False):
+        """``tables_hold``: an hstate-level entry that points to a table holds a reference on
+        the folio that table was allocated for (the ``hstate_present`` scheme, HGM RFC v1's
+        rule), so a folio the page cache lets go stays in use while such a table is live."""
+        self.tables_hold = tables_hold
         self.geometry = g = get_geometry(geometry)
         if scheme not in ("mainline", "per_piece"):
             raise ValueError("the reference model knows 'mainline' and 'per_piece', not %r"
@@ -507,7 +515,9 @@ class RefMachine:
     def _in_use(self, fid):
         """In a page cache, or an anonymous folio some leaf maps (it is freed with its last
         mapping)."""
-        return fid in self._s.folio_owner or self._leaf_counts().get(fid, 0) > 0
+        if fid in self._s.folio_owner or self._leaf_counts().get(fid, 0) > 0:
+            return True
+        return self.tables_hold and any(t.folio == fid for t in self._live_tables())
 
     def _nr_free(self, h):
         self._cache = None
@@ -590,7 +600,7 @@ class RefMachine:
     def _clone(self, e):
         if isinstance(e, Leaf):
             return e
-        t = Table(e.level)
+        t = Table(e.level, e.folio)
         t.slots = {i: self._clone(x) for i, x in e.slots.items()}
         return t
 
@@ -1522,6 +1532,8 @@ class RefMachine:
         """One hugetlb_mfill_atomic_pte(MFILL_ATOMIC_CONTINUE); returns the bytes mapped."""
         lvl = self._largest_piece(h, pos, end) if vma.hgm else h.level
         t = self._alloc_tables(mm, vma, pos, h.level)       # huge_pte_alloc (+ pmd share)
+        st = self._s.files[vma.file]
+        idx, pindex = self._file_index(vma, pos)
         # hugetlb_full_walk_alloc to the target level: EEXIST at a larger leaf
         while t.level > lvl:
             i = self._idx(pos, t.level)
@@ -1529,10 +1541,8 @@ class RefMachine:
             if isinstance(e, Leaf):
                 raise _err(errno.EEXIST, "UFFDIO_CONTINUE: a larger leaf maps %#x" % pos)
             if e is None:
-                e = t.slots[i] = Table(t.level - 1)
+                e = t.slots[i] = Table(t.level - 1, st.pc.get(idx) if t.level == h.level else None)
             t = e
-        st = self._s.files[vma.file]
-        idx, pindex = self._file_index(vma, pos)
         if idx not in st.pc:
             raise _err(errno.EFAULT, "UFFDIO_CONTINUE: page not in the page cache")
         i = self._idx(pos, lvl)

@@ -103,7 +103,7 @@ class EquivalenceMachine(RuleBasedStateMachine):
         self.fast = hv.Machine(nr_hugepages=pool, geometry=self.GEOMETRY, scheme=self.SCHEME,
                                kernel=self.KERNEL)
         self.ref = RefMachine(nr_hugepages=pool, geometry=self.GEOMETRY, scheme=self.REF_SCHEME,
-                              kernel=self.KERNEL)
+                              kernel=self.KERNEL, tables_hold=self.SCHEME == "hstate_present")
         g = self.fast.geometry
         self.g = g
         self.PS = g.PAGE_SIZE

@@ -343,3 +343,67 @@ def test_audit_reports_a_leaf_larger_than_the_hstate():
     problems = m.audit()
     assert any("a 256 KiB leaf at 0x40000 is larger than the VMA's 32 KiB hstate" in msg
                for msg in problems), problems
+
+
+# ---- found by the long hypothesis profile (issue 17): hstate_present after truncation ----------
+def _one_piece_then(scheme, how):
+    """A toy file of four SMALL hugepages, one HGM VMA over the first with its first 4 KiB
+    mapped by UFFDIO_CONTINUE, then ``how`` ("truncate" or "punch") removes page 0 from the
+    page cache."""
+    small = hv.TOY.hstates[0].size
+    m = hv.Machine(nr_hugepages={small: 8}, geometry="toy", scheme=scheme)
+    p = m.spawn()
+    f = m.memfd_create(size=4 * small, hstate=small)
+    a = p.mmap(f, small)
+    f.fallocate(0, 4 * small)
+    p.madvise(a, small, hv.MADV_SPLIT)
+    p.uffdio_register(a, small, mode="minor")
+    p.uffdio_continue(a, hv.TOY.PAGE_SIZE)
+    folio = f.folio_at(0)
+    if how == "truncate":
+        f.ftruncate(0)
+    else:
+        f.fallocate(0, small, hv.FALLOC_FL_PUNCH_HOLE | hv.FALLOC_FL_KEEP_SIZE)
+    return m, p, f, a, folio, small
+
+
+@pytest.mark.parametrize("how", ["truncate", "punch"])
+def test_hstate_present_truncation_keeps_the_referenced_folio_out_of_the_pool(how):
+    """Under hstate_present (HGM RFC v1's rule) the PUD entry that still points to the emptied
+    table holds a reference and the mapcount after the zap: the page cache lets the folio go,
+    but it must not return to the pool (it did, and the next fallocate handed it out again
+    with that reference still counted: audit 'refcount[0]: live 2, recomputed 3')."""
+    m, p, f, a, folio, small = _one_piece_then("hstate_present", how)
+    total = m.meminfo()[small]["HugePages_Total"]
+    assert 0 not in f.page_cache()
+    assert (folio.refcount, folio.entire_mapcount, folio.in_use) == (1, 1, True)
+    in_pc = len(f.page_cache())
+    assert m.meminfo()[small]["HugePages_Free"] == total - in_pc - 1
+    g = m.memfd_create(size=8 * small - (in_pc + 1) * small, hstate=small)
+    g.fallocate(0, g.size)                       # every free page: never the held one
+    assert folio.id not in {fo.id for fo in g.page_cache().values()}
+    assert m.audit() == []
+    p.munmap(a, small)                           # the table goes, and with it the reference
+    assert (folio.refcount, folio.in_use) == (0, False)
+    assert m.meminfo()[small]["HugePages_Free"] == 1
+    assert m.audit() == []
+
+
+@pytest.mark.parametrize("scheme", ["mainline", "per_piece", "thp_like", "subtree_counted"])
+@pytest.mark.parametrize("how", ["truncate", "punch"])
+def test_truncation_frees_the_folio_when_no_reference_is_left(scheme, how):
+    if scheme == "mainline":
+        small = hv.TOY.hstates[0].size
+        m = hv.Machine(nr_hugepages={small: 8}, geometry="toy")
+        p = m.spawn()
+        f = m.memfd_create(size=4 * small, hstate=small)
+        p.touch(p.mmap(f, small))
+        folio = f.folio_at(0)
+        if how == "truncate":
+            f.ftruncate(0)
+        else:
+            f.fallocate(0, small, hv.FALLOC_FL_PUNCH_HOLE | hv.FALLOC_FL_KEEP_SIZE)
+    else:
+        m, p, f, a, folio, small = _one_piece_then(scheme, how)
+    assert (folio.refcount, folio.in_use) == (0, False)
+    assert m.audit() == []

@@ -475,7 +475,9 @@ def hugetlb_vm_op_close(m, vma):
 
 def free_unmapped_anon_folios(m):
     """An anonymous folio whose last reference went (its last mapping was zapped:
-    ``tlb_remove_page_size`` → ``free_huge_folio``) returns to the pool."""
+    ``tlb_remove_page_size`` → ``free_huge_folio``) returns to the pool — and so does a file
+    folio the page cache let go while page tables still held it (``hstate_present`` after a
+    truncation or hole punch: :func:`hugetlbfs._remove_folio`), once the last of them goes."""
     anon = np.flatnonzero((m._folio_used == 1) & (m._folio_file < 0))
     freed = False
     for f in anon:

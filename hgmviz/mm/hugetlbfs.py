@@ -123,20 +123,34 @@ def hugetlb_vmdelete_list(m, st, start: int, end):
 
 
 def _remove_folio(m, st, h, idx):
+    """``remove_inode_single_folio`` → ``hugetlb_delete_from_page_cache`` (v6.2): the folio
+    leaves the page cache, which drops its references; it returns to the pool
+    (``free_huge_folio``) only when that was its last reference.
+
+    The zap before it (``hugetlb_vmdelete_list`` / ``unmap_mapping_folio``) removes leaves
+    only.  Under a scheme whose hstate-level entry itself holds a reference while it points to
+    a table (``hstate_present``, HGM RFC v1's rule) the folio keeps that reference and its
+    mapcount: it stays allocated, out of the page cache and out of the pool, until the table
+    goes (munmap, exit, MADV_COLLAPSE) — Peter Xu's "mapcount>0 after truncate_inode_folio()"
+    (8 Feb 2023, Y+PKwvLT8+wQ6LPA@x1n).  :func:`hugetlb.free_unmapped_anon_folios` frees it
+    then."""
     fid = int(st.pc[idx])
     pfn = int(m._folio_pfn[fid])
     m._emit(core.EV_PAGECACHE_DEL, -1, 0, h.shift,
             m.kernel.pagecache_refs(h.pages_per_huge_page()), pfn, fid)
-    m._emit(core.EV_FOLIO_FREE, -1, 0, h.shift, 1, pfn, fid)
-    m._folio_used[fid] = 0
     m._folio_file[fid] = -1
     m._folio_index[fid] = -1
     st.pc[idx] = -1
+    m._account()
+    if m.scheme.folio_ref_count(fid) == 0:
+        m._emit(core.EV_FOLIO_FREE, -1, 0, h.shift, 1, pfn, fid)
+        m._folio_used[fid] = 0
 
 
 def remove_inode_hugepages(m, st, start: int, end):
     """``remove_inode_hugepages``: every page-cache folio in ``[start, end)`` leaves the page
-    cache and, no mapping holding it any more, returns to the pool.  Truncation (``end`` None)
+    cache and, no mapping holding it any more, returns to the pool (see :func:`_remove_folio`
+    for the scheme whose page tables still hold it).  Truncation (``end`` None)
     then drops the reserve map past ``start`` (``hugetlb_unreserve_pages(.., LONG_MAX, freed)``:
     HugePages_Rsvd falls by the entries without a page); a hole punch drops each removed page's
     entry only (``chg == freed``: HugePages_Rsvd unchanged)."""
