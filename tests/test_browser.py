@@ -133,11 +133,13 @@ def workdir(prefix: str, notebooks=None) -> Path:
     return work
 
 
-def start_lab(work: Path, token: str) -> Server:
+def start_lab(work: Path, token: str, root: Path = None) -> Server:
+    """JupyterLab serving ``root`` (default ``work``; its settings, logs and browser profile
+    stay in ``work``)."""
     port = free_port()
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
            "--ip=127.0.0.1", "--port=%d" % port, "--ServerApp.port_retries=0",
-           "--IdentityProvider.token=%s" % token, "--ServerApp.root_dir=%s" % work,
+           "--IdentityProvider.token=%s" % token, "--ServerApp.root_dir=%s" % (root or work),
            "--LabApp.expose_app_in_browser=True"]
     srv = Server(cmd, work, server_env(work), port, work / "server.log")
     srv.wait_ready("/api/status?token=%s" % token)
@@ -652,10 +654,11 @@ def test_explorer_is_legible_in_jupyterlab(playwright, theme):
     default) at 1024 and 1920 px, light and dark: diagram text >= 11 px, no clipped counter,
     every explorer text WCAG AA.  Screenshots: docs/screens/lab-*.png."""
     work = workdir("hgmviz-lab-legible-", notebooks=[])
-    _legibility_notebooks(work)
+    (work / "notebooks").mkdir()
+    _legibility_notebooks(work / "notebooks")    # the file browser shows only these two
     lab_settings(work, theme)
     token = secrets.token_hex(16)
-    srv = start_lab(work, token)
+    srv = start_lab(work, token, root=work / "notebooks")
     SCREENS.mkdir(parents=True, exist_ok=True)
     problems = []
     try:
