@@ -5,7 +5,9 @@
 Each round runs the benchmark in a fresh process for BEFORE then AFTER (PYTHONPATH set to the
 checkout, a numba cache per checkout, warmed first); a row's value is the best over rounds
 (for "s", "ms", "ns/piece" and "GiB" rows lower is better).  Prints a Markdown table of
-before | after | after/before per row.
+before | after | after/before per row, and the per-round ratios (each round's after over the
+same round's before, which ran next to it): their median and their range, the figure to trust on
+a loaded machine.  ``--raw FILE`` writes every round's values as JSON.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import argparse
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 
@@ -41,8 +44,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--only", action="append", default=[])
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--raw", help="write every round's values to this JSON file")
     args = ap.parse_args(argv)
     best = {"before": {}, "after": {}}
+    every = {"before": {}, "after": {}}
     units = {}
     machine = ""
     # warm both numba caches outside the measurement
@@ -61,17 +66,26 @@ def main(argv=None) -> int:
                 units[name] = row["unit"]
                 v = float(row["measured"])
                 best[side][name] = min(best[side].get(name, v), v)
+                every[side].setdefault(name, []).append(v)
             print("round %d %s done" % (r + 1, side), file=sys.stderr, flush=True)
     print("Machine: " + machine)
     print("Rounds: %d, alternating before/after, best of rounds per row" % args.rounds)
     print()
-    print("| benchmark | unit | before | after | after/before |")
-    print("|---|---|---|---|---|")
+    print("| benchmark | unit | before | after | after/before | per-round ratio: median (min–max) |")
+    print("|---|---|---|---|---|---|")
     for name in best["after"]:
         b = best["before"].get(name)
         a = best["after"][name]
         ratio = "%.3f" % (a / b) if b else "-"
-        print("| %s | %s | %s | %.4g | %s |" % (name, units[name], "%.4g" % b if b else "-", a, ratio))
+        pairs = [y / x for x, y in zip(every["before"].get(name, []), every["after"][name]) if x]
+        spread = ("%.3f (%.3f–%.3f)" % (statistics.median(pairs), min(pairs), max(pairs))
+                  if pairs else "-")
+        print("| %s | %s | %s | %.4g | %s | %s |" % (name, units[name], "%.4g" % b if b else "-",
+                                                     a, ratio, spread))
+    if args.raw:
+        with open(args.raw, "w") as fh:
+            json.dump({"machine": machine, "rounds": args.rounds, "units": units, "values": every},
+                      fh, indent=1)
     return 0
 
 
