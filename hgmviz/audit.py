@@ -30,14 +30,15 @@ def _structure(m) -> list:
     pt = m.pt
     problems = []
     used = np.flatnonzero(pt.tlevel != 0)
-    counts = np.count_nonzero(pt.ent[used], axis=1) if used.size else np.zeros(0, int)
+    ent = pt.ent
+    counts = np.count_nonzero(ent[used], axis=1) if used.size else np.zeros(0, int)
     bad = used[counts != pt.tcount[used]]
     for t in bad[:5]:
         problems.append("page-table page %d: tcount %d but %d entries present"
-                        % (t, pt.tcount[t], np.count_nonzero(pt.ent[t])))
+                        % (t, pt.tcount[t], np.count_nonzero(ent[t])))
     free = np.flatnonzero(pt.tlevel == 0)
     free = free[free != 0]
-    dirty = free[np.any(pt.ent[free] != 0, axis=1)] if free.size else free
+    dirty = free[np.any(ent[free] != 0, axis=1)] if free.size else free
     for t in dirty[:5]:
         problems.append("free page-table page %d is not zero" % t)
     nfree = int(pt.meta[core.M_NFREE])
@@ -45,10 +46,9 @@ def _structure(m) -> list:
         problems.append("free stack holds %d pages but %d pages are free" % (nfree, free.size))
     # references to each page from entries
     refs = np.zeros(pt.capacity, dtype=np.int64)
-    for t in used:
-        row = pt.ent[t]
-        tabs = row[(row != 0) & ((row & 1) == 0)] >> 1
-        np.add.at(refs, tabs, 1)
+    if used.size:
+        rows = ent[used]
+        np.add.at(refs, rows[(rows != 0) & ((rows & 1) == 0)] >> 1, 1)
     for mm in m._mms.values():
         if mm.alive:
             refs[mm.pgd] += 1

@@ -13,6 +13,7 @@ import numpy as np
 
 from .._jit import njit
 from ..geometry import HugetlbLevel
+from .entries import Entries
 
 __all__ = [
     "LEVEL_PTE", "LEVEL_PMD", "LEVEL_PUD", "P_ENT", "P_TLEVEL", "P_TCOUNT", "P_TSHARE",
@@ -333,7 +334,7 @@ class PageTablePool:
 
     def __init__(self, ptrs: int, tables: int = 64, journal: int = 4096, events: int = 1024):
         self.ptrs = ptrs
-        self.ent = np.zeros((tables, ptrs), dtype=np.int32)
+        self.rows = np.zeros((tables, ptrs), dtype=np.int32)
         self.tlevel = np.zeros(tables, dtype=np.int8)
         self.tcount = np.zeros(tables, dtype=np.int32)
         self.tshare = np.zeros(tables, dtype=np.int32)
@@ -358,7 +359,7 @@ class PageTablePool:
     @property
     def P(self):
         """The page-table tuple the kernels take; slots ``P_ENT`` .. ``P_JO``."""
-        return (self.ent, self.tlevel, self.tcount, self.tshare, self.tfolio, self.fstack,
+        return (self.rows, self.tlevel, self.tcount, self.tshare, self.tfolio, self.fstack,
                 self.meta, self.jt, self.ji, self.jo)
 
     @property
@@ -368,7 +369,29 @@ class PageTablePool:
 
     @property
     def capacity(self) -> int:
-        return self.ent.shape[0]
+        return self.tlevel.shape[0]
+
+    # the entries as code outside the kernels reads them ----------------------------------
+    @property
+    def ent(self) -> Entries:
+        """``ent[table, index]``: the entries, table by table (:class:`Entries`, a live view
+        that resolves each table to the row holding it)."""
+        return Entries(self)
+
+    def row_of(self, tables):
+        """The row(s) of :attr:`rows` holding table(s) ``tables`` (an int, an index array, a
+        mask or a slice of tables)."""
+        return tables
+
+    def private_row(self, t: int) -> int:
+        """The row of table ``t``, made its own (for a raw write)."""
+        return t
+
+    def put_tables(self, clear, used, rows):
+        """Checkpoint restore: tables ``clear`` become zero, tables ``used`` get ``rows``
+        (one row of entries each).  Not journalled."""
+        self.rows[clear] = 0
+        self.rows[used] = rows
 
     @property
     def nr_free(self) -> int:
@@ -384,8 +407,8 @@ class PageTablePool:
         new = max(old * 2, old + need + 64) if need <= old else old + need + 64
         ent = np.zeros((new, self.ptrs), dtype=np.int32)
         _no_transparent_hugepages(ent)
-        ent[:old] = self.ent
-        self.ent = ent
+        ent[:old] = self.rows
+        self.rows = ent
         self.tlevel = np.concatenate([self.tlevel, np.zeros(new - old, np.int8)])
         self.tcount = np.concatenate([self.tcount, np.zeros(new - old, np.int32)])
         self.tshare = np.concatenate([self.tshare, np.zeros(new - old, np.int32)])
@@ -445,11 +468,13 @@ class PageTablePool:
             self.grow_tables(n)
 
     # snapshots --------------------------------------------------------------------------
-    _STATE = ("ent", "tlevel", "tcount", "tshare", "tfolio", "fstack")
+    _STATE = ("tlevel", "tcount", "tshare", "tfolio", "fstack")
 
     def state_arrays(self):
-        """The arrays that make up the page-table state (journal and events excluded)."""
-        return {k: getattr(self, k) for k in self._STATE} | {"nfree": self.meta[M_NFREE:M_NFREE + 1]}
+        """The arrays that make up the page-table state (journal and events excluded);
+        ``ent`` one row per table."""
+        return ({"ent": np.asarray(self.ent)} | {k: getattr(self, k) for k in self._STATE}
+                | {"nfree": self.meta[M_NFREE:M_NFREE + 1]})
 
     def snapshot(self):
         return {k: v.copy() for k, v in self.state_arrays().items()}
@@ -457,6 +482,7 @@ class PageTablePool:
     def restore(self, snap):
         for k in self._STATE:
             setattr(self, k, snap[k].copy())
+        self.rows = snap["ent"].copy()
         self.meta[M_NFREE] = snap["nfree"][0]
         self.meta[M_JLEN] = 0
         self.meta[M_NEV] = 0

@@ -188,13 +188,12 @@ def restore(m, ck: Checkpoint):
     if pt.capacity < t.capacity:
         pt.grow_tables(t.capacity - pt.capacity)
     cur = np.flatnonzero(pt.tlevel)
-    pt.ent[cur] = 0
+    u = t.used
+    pt.put_tables(cur, u, t.ent)
     pt.tlevel[cur] = 0
     pt.tcount[cur] = 0
     pt.tshare[cur] = 0
     pt.tfolio[cur] = -1
-    u = t.used
-    pt.ent[u] = t.ent
     pt.tlevel[u] = t.tlevel
     pt.tcount[u] = t.tcount
     pt.tshare[u] = t.tshare
@@ -250,7 +249,7 @@ def machine_state(m, ck=None) -> MachineState:
     its tables are expanded into new arrays, so nothing here can change the machine."""
     if ck is None:
         pt = m.pt
-        ent, tlevel, tshare = pt.ent, pt.tlevel, pt.tshare
+        ent, tlevel, tshare = pt.ent.read_only(), pt.tlevel, pt.tshare
         files, mms = m._files, m._mms
         used, ffile, findex = m._folio_used, m._folio_file, m._folio_index
         scheme, version = m.scheme, m.version
@@ -265,13 +264,16 @@ def machine_state(m, ck=None) -> MachineState:
     ro = _read_only
     return MachineState(
         geometry=m.geometry, fl=ro(m._fl), folio_pfn=ro(m._folio_pfn),
-        folio_hstate=ro(m._folio_hstate), ent=ro(ent), tlevel=ro(tlevel),
+        folio_hstate=ro(m._folio_hstate), ent=ent if ck is None else ro(ent), tlevel=ro(tlevel),
         tshare=ro(tshare), folio_used=ro(used), folio_file=ro(ffile),
         folio_index=ro(findex), scheme=scheme, version=version,
         mms={pid: MmView(pid, int(st.pgd), tuple(st.vmas), bool(st.alive))
              for pid, st in mms.items()},
         files={fid: FileView(fid, st.name, int(st.hstate), int(st.size), ro(st.pc),
                              bool(st.released)) for fid, st in files.items()})
+
+
+_DIGEST_CHUNK = 4096      # tables hashed per step: memory stays small for a 2-million-table pool
 
 
 def state_digest(m) -> str:
@@ -286,7 +288,11 @@ def state_digest(m) -> str:
     pt = m.pt
     used = np.flatnonzero(pt.tlevel != 0)
     hsh.update(used.tobytes())
-    for a in (pt.ent[used], pt.tlevel[used], pt.tcount[used], pt.tshare[used], pt.tfolio[used]):
+    # the entries table by table, in chunks (the bytes hashed are those of pt.ent[used])
+    ent = pt.ent
+    for lo in range(0, used.size, _DIGEST_CHUNK):
+        hsh.update(np.ascontiguousarray(ent[used[lo:lo + _DIGEST_CHUNK]]).tobytes())
+    for a in (pt.tlevel[used], pt.tcount[used], pt.tshare[used], pt.tfolio[used]):
         hsh.update(np.ascontiguousarray(a).tobytes())
     nfree = int(pt.meta[core.M_NFREE])
     # the free stack's pop order, ignoring pages added by growth (they pop last)

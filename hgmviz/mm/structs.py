@@ -453,7 +453,9 @@ class MachineState:
     """A read-only view of one machine state (:meth:`Machine.state`).
 
     ``fl`` is the folio layout ``[nh, (pfn0, order, folio0, nr) * nh]``; ``ent``/``tlevel``/
-    ``tshare`` the page-table pool (entries: 0 none, table << 1, pfn << 1 | 1); ``folio_used``,
+    ``tshare`` the page-table pool (entries: 0 none, table << 1, pfn << 1 | 1; of the live
+    machine, ``ent`` is a read-only :class:`~hgmviz.core.entries.Entries` view indexed like
+    the array, of a checkpoint an array); ``folio_used``,
     ``folio_file``, ``folio_index`` which folios are allocated and where they sit in the page
     cache; ``scheme`` answers the kernel's accessors (``folio_ref_count()``, ...)."""
     geometry: object
