@@ -23,6 +23,8 @@ def folio_counters(machine, folio, pages=(0, 1)) -> dict:
     meta = machine.scheme.metadata_bytes()
     if meta:
         out["metadata_bytes"] = meta
+    if folio.locked:        # left by v2 35/46's posted error path (guard "sign_posted")
+        out["locked"], out["leaked_refs"] = True, folio.leaked_refs
     return out
 
 

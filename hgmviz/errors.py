@@ -13,7 +13,7 @@ from __future__ import annotations
 import errno as _errno
 
 __all__ = [
-    "SimError", "SigBus", "StateKept", "SigSegv", "UserfaultPending", "PartialProgress", "ProcessExited",
+    "SimError", "SigBus", "StateKept", "TaskHung", "SigSegv", "UserfaultPending", "PartialProgress", "ProcessExited",
     "Unsupported", "syscall_error", "VM_FAULT_OOM", "VM_FAULT_SIGBUS", "VM_FAULT_NOPAGE",
     "errno_name",
 ]
@@ -29,11 +29,29 @@ class SimError(Exception):
 
 
 class SigBus(SimError):
-    """The fault handler returned ``VM_FAULT_SIGBUS``: the process would get SIGBUS."""
+    """The fault handler returned ``VM_FAULT_SIGBUS``: the process would get SIGBUS.
 
-    def __init__(self, address: int, why: str):
+    ``kept``: the fault's error path left state behind that the kernel does not undo (HGM v2
+    35/46 as posted: the refused lookup's reference and folio lock, guard ``"sign_posted"``);
+    otherwise nothing changed."""
+
+    def __init__(self, address: int, why: str, kept: bool = False):
         super().__init__("SIGBUS at %#x: %s" % (address, why))
         self.address = address
+        self.why = why
+        self.kept = kept
+
+
+class TaskHung(SimError):
+    """The task would sleep in ``folio_lock()`` forever (TASK_UNINTERRUPTIBLE; the hung-task
+    detector reports it after ``kernel.hung_task_timeout_secs``, 120 s by default): the folio
+    was left locked by an error path that never unlocked it (HGM v2 35/46 as posted,
+    ``hugetlb_try_find_lock_folio``; guard ``"sign_posted"``).  The simulator reports it before
+    the operation changes anything."""
+
+    def __init__(self, folio: int, why: str):
+        super().__init__("hung: %s" % why)
+        self.folio = folio
         self.why = why
 
 

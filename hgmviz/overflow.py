@@ -31,8 +31,14 @@ Guards, each checked before every single increment, in order (``hgmviz/schemes/b
 * ``None``: no check; the increment that takes the count past INT_MAX wraps it to INT_MIN.
 * ``"int_max_half"``: refuse when ``refcount > INT_MAX / 2`` (the thread's proposal, T9), so
   the count stops at ``INT_MAX // 2 + 1`` (2^30 on x86-64).
-* ``"sign"``: refuse when ``refcount <= 0`` (v2 35/46); the increment that reaches INT_MIN is
-  admitted (the count was positive before it), the next one is refused.
+* ``"sign"``: refuse when ``refcount <= 0`` (v2 35/46 as meant, checked before the
+  increment as ``try_get_page()`` checks); the increment that reaches INT_MIN is admitted (the
+  count was positive before it), the next one is refused.
+* ``"sign_posted"``: v2 35/46 as posted: ``hugetlb_try_find_lock_folio`` tests
+  ``folio_ref_count(folio) <= 0`` *after* ``filemap_lock_folio()`` took the piece's reference,
+  so the piece whose reference takes the count from INT_MAX to INT_MIN is refused (one piece
+  earlier than ``"sign"``) and its reference is never put (``leaked_references`` = 1; the
+  count stays at INT_MIN and the folio stays locked).
 
 Everything is integer arithmetic on Python ints: no loop, no floating point.
 """
@@ -43,7 +49,7 @@ from .geometry import _fmt_size, get_geometry, get_kernel_profile
 __all__ = ["overflow_math", "GUARD_NAMES", "MAX_MAP_COUNT"]
 
 #: The guard names :func:`overflow_math` and ``hv.Machine(guard=...)`` accept.
-GUARD_NAMES = (None, "int_max_half", "sign")
+GUARD_NAMES = (None, "int_max_half", "sign", "sign_posted")
 
 #: ``vm.max_map_count`` default (DEFAULT_MAX_MAP_COUNT, 65530): the VMAs one process may have.
 MAX_MAP_COUNT = 65530
@@ -72,17 +78,18 @@ def overflow_math(hstate=1 << 30, piece=4096, kernel="6.2", guard="int_max_half"
     ``hstate``: hugepage size in bytes (one of the geometry's hstates).  ``piece``: the leaf
     size every mapping is made of (a page-table leaf size, at most ``hstate``).  ``kernel``:
     ``"6.2"`` (page cache holds 1 ref), ``"6.18"`` (``folio_nr_pages()`` refs), any ``"X.Y"``.
-    ``guard``: ``None``, ``"int_max_half"`` or ``"sign"``.  ``geometry``: ``"x86_64"``,
+    ``guard``: ``None``, ``"int_max_half"``, ``"sign"`` or ``"sign_posted"``.  ``geometry``: ``"x86_64"``,
     ``"x86_64-5level"``, ``"toy"`` or a :class:`~hgmviz.geometry.Geometry`.
 
     Always present: ``page_cache_refs``, ``refs_per_mapping``, ``int_max``, ``int_min``,
     ``counter_bits``, ``guard`` and the inputs.
 
-    Guards ``"int_max_half"`` and ``"sign"`` add ``full_mappings`` (mappings that complete),
+    Guards ``"int_max_half"``, ``"sign"`` and ``"sign_posted"`` add ``full_mappings`` (mappings that complete),
     ``extra_pieces`` (pieces of the next mapping that succeed), ``refused_at_refcount`` (the
     refcount the guard sees when it refuses: 2^30 for ``"int_max_half"`` on x86-64, INT_MIN for
-    ``"sign"``), ``admitted_references`` (every reference taken, = the per_piece mapcount) and
-    ``refcount_after_full_mappings``.
+    ``"sign"`` and ``"sign_posted"``), ``admitted_references`` (every reference a mapping
+    kept, = the per_piece mapcount), ``leaked_references`` (1 for ``"sign_posted"``: the refused
+    lookup's, 0 otherwise) and ``refcount_after_full_mappings``.
 
     Every guard reports ``wraps_during_mapping``: the 1-based number of the full mapping during
     which the refcount first goes past INT_MAX (``None`` when the guard prevents it), with
@@ -102,7 +109,8 @@ def overflow_math(hstate=1 << 30, piece=4096, kernel="6.2", guard="int_max_half"
     hstate = _check_size("hstate", hstate)
     piece = _check_size("piece", piece)
     if guard not in GUARD_NAMES:
-        raise ValueError("unknown guard %r; allowed: None, 'int_max_half', 'sign'" % (guard,))
+        raise ValueError("unknown guard %r; allowed: None, 'int_max_half', 'sign', 'sign_posted'"
+                         % (guard,))
     h = g.hstate(hstate)           # ValueError naming the allowed hstates
     leaves = [g.level_size(lvl) for lvl in range(1, h.level + 1)]
     if piece not in leaves:
@@ -156,9 +164,13 @@ def overflow_math(hstate=1 << 30, piece=4096, kernel="6.2", guard="int_max_half"
         admitted = lim - start + 1 if start <= lim else 0
         refused_at = start + admitted                     # INT_MAX/2 + 1 (2^30 on x86-64)
         wraps = False
-    else:  # "sign": the increment that reaches INT_MIN is admitted, the next one refused
+    elif guard == "sign":  # the increment that reaches INT_MIN is admitted, the next refused
         admitted = int_max - start + 1                    # 1 <= start <= INT_MAX
         refused_at = _wrap(start + admitted, bits)        # INT_MIN
+        wraps = True
+    else:  # "sign_posted": the lookup's increment from INT_MAX wraps, then the test refuses it
+        admitted = int_max - start                        # the count reaches INT_MAX
+        refused_at = _wrap(start + admitted + 1, bits)    # INT_MIN, with the leaked reference
         wraps = True
     del wrap["refcount_after_wrapping_mapping"]           # the guard stops it mid-mapping
     res.update(wrap if wraps else dict.fromkeys(wrap))
@@ -168,6 +180,7 @@ def overflow_math(hstate=1 << 30, piece=4096, kernel="6.2", guard="int_max_half"
         "extra_pieces": extra,
         "refused_at_refcount": refused_at,
         "admitted_references": admitted,
+        "leaked_references": 1 if guard == "sign_posted" else 0,
         "refcount_after_full_mappings": _wrap(start + full * r, bits),
     })
     return res

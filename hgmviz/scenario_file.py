@@ -15,7 +15,7 @@ nothing is ever evaluated or unpickled.  ::
     kernel = "6.2"                 # "6.2" (page cache holds 1 ref), "6.18", any "X.Y"
     nr_hugepages = { "2 MiB" = 8 }
     schemes = ["mainline"]         # one machine per scheme, stepped together
-    guard = "none"                 # none | int_max_half | sign
+    guard = "none"                 # none | int_max_half | sign | sign_posted
     errors = "proposed"            # proposed | v2
     hvo = false
     count_at = "alloc"             # alloc | set   (optional)
@@ -73,10 +73,10 @@ HEADER_KEYS = ("format", "title", "description", "geometry", "kernel", "nr_hugep
                "schemes", "guard", "errors", "hvo", "count_at", "lookup_first", "watch")
 #: Keys of a step besides the operation's own fields.
 STEP_KEYS = ("op", "narration", "expect")
-GUARD_CHOICES = ("none", "int_max_half", "sign")
+GUARD_CHOICES = ("none", "int_max_half", "sign", "sign_posted")
 GEOMETRY_CHOICES = ("x86_64", "x86_64-5level", "toy")
 #: What ``expect`` may name: the statuses of :class:`hgmviz.ops.Outcome`.
-STATUSES = ("ok", "SIGBUS", "SIGSEGV", "userfault", "EAGAIN", "skipped") + tuple(
+STATUSES = ("ok", "SIGBUS", "SIGSEGV", "userfault", "EAGAIN", "hung", "skipped") + tuple(
     sorted(set(_errno.errorcode.values())))
 
 
@@ -333,7 +333,7 @@ def _parse_expect(r, i, value, schemes):
     def one(v, where):
         if v not in STATUSES:
             r.err("step %d: expect%s = %r is not an outcome; allowed: ok, an errno name "
-                  "(EINVAL, EEXIST, ENOMEM, ...), SIGBUS, SIGSEGV, userfault, EAGAIN, skipped"
+                  "(EINVAL, EEXIST, ENOMEM, ...), SIGBUS, SIGSEGV, userfault, EAGAIN, hung, skipped"
                   % (i + 1, where, v), line, "expect", i + 1)
         return v
 

@@ -100,7 +100,7 @@ import errno
 from collections import namedtuple
 
 from hgmviz.errors import (PartialProgress, ProcessExited, SigBus, SigSegv, StateKept,
-                           Unsupported, UserfaultPending)
+                           TaskHung, Unsupported, UserfaultPending)
 from hgmviz.geometry import get_geometry
 
 __all__ = ["RefMachine", "MADV_DONTNEED", "MADV_COLLAPSE", "MADV_SPLIT"]
@@ -215,6 +215,8 @@ class _State:
         self.files = {}
         self.mms = {}
         self.folio_owner = {}           # folio id -> (file id, index) while in a page cache
+        self.leaked = {}                # folio id -> references an error path never put
+        self.locked = set()             # folios an error path left locked
         self.next_pid = 1
         self.next_file = 0
         self.next_ctx = 1
@@ -263,6 +265,14 @@ class RefFolio:
     @property
     def entire_mapcount(self):
         return self._m._entire_mapcount(self.id)
+
+    @property
+    def locked(self):
+        return self.id in self._m._s.locked
+
+    @property
+    def leaked_refs(self):
+        return self._m._s.leaked.get(self.id, 0)
 
     def page_mapcount(self, index):
         index = _int("index", index)
@@ -382,15 +392,20 @@ class RefMachine:
     the equivalence test uses)."""
 
     def __init__(self, nr_hugepages=None, geometry="x86_64", scheme="mainline", kernel="6.2",
-                 tables_hold=False):
+                 guard=None, errors="proposed", tables_hold=False):
         """``tables_hold``: an hstate-level entry that points to a table holds a reference on
         the folio that table was allocated for (the ``hstate_present`` scheme, HGM RFC v1's
-        rule), so a folio the page cache lets go stays in use while such a table is live."""
+        rule), so a folio the page cache lets go stays in use while such a table is live.
+        ``guard``, ``errors``: as ``hgmviz.Machine``'s (see the refcount guards below)."""
         self.tables_hold = tables_hold
         self.geometry = g = get_geometry(geometry)
         if scheme not in ("mainline", "per_piece"):
             raise ValueError("the reference model knows 'mainline' and 'per_piece', not %r"
                              % (scheme,))
+        if guard not in (None, "int_max_half", "sign", "sign_posted"):
+            raise ValueError("unknown guard %r" % (guard,))
+        self.guard = guard
+        self.errors = errors
         self.scheme = scheme
         self.hgm = scheme == "per_piece"
         self.kernel_version = _parse_version(kernel)
@@ -427,6 +442,10 @@ class RefMachine:
             return fn(*args)
         except (PartialProgress, StateKept):
             raise                      # the kernel keeps what it did before the failure
+        except SigBus as e:
+            if not e.kept:             # kept: the posted v2 35/46 error path's leak stays
+                self._s = saved
+            raise
         except BaseException:
             self._s = saved
             raise
@@ -492,7 +511,56 @@ class RefMachine:
         return self._folio_hstate[fid].pages_per_huge_page() if self.kernel_version >= (6, 7) else 1
 
     def _refcount(self, fid):
-        return self._wrap(self._pagecache_refs(fid) + self._leaf_counts().get(fid, 0))
+        return self._wrap(self._pagecache_refs(fid) + self._leaf_counts().get(fid, 0)
+                          + self._s.leaked.get(fid, 0))
+
+    # ---- refcount guards (D 1.4, 5; HGM v2 35/46) ------------------------------------------
+    # Each new reference is checked against the count before it: int_max_half refuses above
+    # INT_MAX/2, sign at <= 0 (try_get_page).  sign_posted is v2 35/46 as posted on the lookup
+    # paths (fault, UFFDIO_CONTINUE: hugetlb_try_find_lock_folio): filemap_lock_folio() takes
+    # the reference first and the test sees the count after it; when it refuses, that
+    # reference and the folio lock are never given back.  Elsewhere (fork) it checks as sign.
+    def _refuses(self, fid, n=1, lookup=True, ref=None):
+        """None when ``n`` more references on ``fid`` (whose count is ``ref``, by default the
+        current one) are all admitted; "refused" or "leak" (sign_posted on a lookup path) for
+        the first one that is not."""
+        guard = self.guard
+        if guard == "sign_posted" and not lookup:
+            guard = "sign"
+        int_max = (1 << (self.geometry.counter_bits - 1)) - 1
+        if ref is None:
+            self._cache = None              # leaves may have changed earlier in this operation
+            ref = self._refcount(fid)
+        for _ in range(n):
+            if guard == "int_max_half" and ref > int_max // 2:
+                return "refused"
+            if guard == "sign" and ref <= 0:
+                return "refused"
+            if guard == "sign_posted" and self._wrap(ref + 1) <= 0:
+                return "leak"
+            ref = self._wrap(ref + 1)
+        return None
+
+    def _leak(self, fid):
+        self._s.leaked[fid] = self._s.leaked.get(fid, 0) + 1
+        self._s.locked.add(fid)
+
+    def _guard_errno(self):
+        return errno.ENOMEM if self.errors == "proposed" else errno.EFAULT
+
+    def _fault_guard(self, fid, addr):
+        """The guard on a fault's new reference: SIGBUS (kept, with the leak, as posted)."""
+        verdict = self._refuses(fid)
+        if verdict == "leak":
+            self._leak(fid)
+        if verdict:
+            raise SigBus(addr, "refcount guard", kept=verdict == "leak")
+
+    def _check_not_locked(self, st, first, last):
+        for idx in range(first, last + 1):
+            fid = st.pc.get(idx)
+            if fid is not None and fid in self._s.locked:
+                raise TaskHung(fid, "folio_lock() on a folio left locked")
 
     def _entire_mapcount(self, fid):
         return self._wrap(self._leaf_counts().get(fid, 0) - 1) + 1
@@ -740,6 +808,9 @@ class RefMachine:
             return
         if any(v.file == fid for mm in self._s.mms.values() if mm.alive for v in mm.vmas):
             return
+        for idx in sorted(st.pc):                       # remove_inode_hugepages: folio_lock()
+            if st.pc[idx] in self._s.locked:
+                raise TaskHung(st.pc[idx], "folio_lock() on a folio left locked")
         st.released = True
         for idx, folio in st.pc.items():
             del self._s.folio_owner[folio]
@@ -863,6 +934,9 @@ class RefMachine:
         self._cache = None
 
     def _drop_pages(self, st, first, last):
+        for idx in sorted(i for i in st.pc if first <= i < last):
+            if st.pc[idx] in self._s.locked:            # remove_inode_hugepages: folio_lock()
+                raise TaskHung(st.pc[idx], "folio_lock() on a folio left locked")
         for idx in [i for i in st.pc if first <= i < last]:
             del self._s.folio_owner[st.pc.pop(idx)]
             st.resv_map.discard(idx)
@@ -1023,6 +1097,8 @@ class RefMachine:
     # ---- fork ----------------------------------------------------------------------------
     def _sys_fork(self, proc):
         parent = self._mm(proc)
+        before = dict(self._leaf_counts())
+        before_ref = {f: self._refcount(f) for f in range(len(self._folio_pfn))}
         child = _Mm(self._s.next_pid, self.TOP)
         self._s.next_pid += 1
         self._s.mms[child.pid] = child
@@ -1044,6 +1120,15 @@ class RefMachine:
             # had an anonymous page)
             if "wp" in c.modes or v.anon_vma:
                 self._copy_hugetlb_page_range(parent, child, v, c)
+        # copy_hugetlb_page_range takes each copied leaf's reference with the intended
+        # !try_get_page() test (sign_posted checks as sign here): one refusal fails the fork
+        if self.guard is not None:
+            self._cache = None
+            after = self._leaf_counts()
+            for f, n in sorted(after.items()):
+                k = n - before.get(f, 0)
+                if k > 0 and self._refuses(f, k, lookup=False, ref=before_ref[f]):
+                    raise _err(self._guard_errno(), "fork: refcount guard")
         return RefProcess(self, child.pid)
 
     def _copy_hugetlb_page_range(self, src, dst, sv, dv):
@@ -1096,6 +1181,9 @@ class RefMachine:
                 raise SigBus(addr, "no hugepage") from None
         elif "minor" in vma.modes:
             raise UserfaultPending(addr, "minor")
+        else:
+            self._check_not_locked(st, idx, idx)
+        self._fault_guard(folio, addr)
         base = addr & ~(self._size(t.level) - 1)
         _, pindex = self._file_index(vma, base)
         t.slots[self._idx(addr, t.level)] = Leaf(folio, pindex, t.level)
@@ -1270,8 +1358,10 @@ class RefMachine:
             vma.resv.add(idx)
         return fid
 
-    def _set_leaf(self, mm, vma, addr, folio, share=True):
+    def _set_leaf(self, mm, vma, addr, folio, share=True, guarded=False):
         h = self._hs(vma)
+        if guarded:
+            self._fault_guard(folio, addr)
         t = self._alloc_tables(mm, vma, addr, h.level, share)
         t.slots[self._idx(addr, h.level)] = Leaf(folio, 0, h.level)
         self._cache = None
@@ -1295,11 +1385,11 @@ class RefMachine:
                 except LookupError:
                     raise SigBus(addr, "no hugepage") from None
                 vma.anon_vma = True
-                self._set_leaf(mm, vma, addr, folio)
+                self._set_leaf(mm, vma, addr, folio, guarded=True)
                 return None
             if "minor" in vma.modes:
                 raise UserfaultPending(addr, "minor")
-            self._set_leaf(mm, vma, addr, folio)
+            self._set_leaf(mm, vma, addr, folio, guarded=True)
             if not write:
                 return None
             old = folio
@@ -1320,7 +1410,7 @@ class RefMachine:
                     return None
             raise SigBus(addr, "no hugepage for the copy") from None
         vma.anon_vma = True
-        self._set_leaf(mm, vma, addr, new)
+        self._set_leaf(mm, vma, addr, new, guarded=True)
         return None
 
     def _unmap_ref_private(self, mm, vma, old, addr):
@@ -1514,6 +1604,8 @@ class RefMachine:
         gran = self.PS if vma.hgm else h.size
         if addr % gran or (end - addr) % gran:
             raise _err(errno.EINVAL, "UFFDIO_CONTINUE: range not aligned")
+        st = self._s.files[vma.file]
+        self._check_not_locked(st, self._file_index(vma, addr)[0], self._file_index(vma, end - 1)[0])
         mapped = 0
         pos = addr
         while pos < end:
@@ -1522,6 +1614,10 @@ class RefMachine:
                 pos += self._continue_piece(mm, vma, h, pos, end)
             except OSError as cause:
                 self._s = saved                    # the failing piece leaves nothing behind
+                leak = getattr(cause, "leak_folio", None)
+                if leak is not None:               # ... but the posted lookup's reference
+                    self._leak(leak)
+                    self._cache = None
                 if mapped:
                     raise PartialProgress(mapped, cause) from None
                 raise
@@ -1548,6 +1644,13 @@ class RefMachine:
         i = self._idx(pos, lvl)
         if t.slots.get(i) is not None:
             raise _err(errno.EEXIST, "UFFDIO_CONTINUE: entry present at %#x" % pos)
+        verdict = self._refuses(st.pc[idx])
+        if verdict == "leak":
+            e = StateKept(self._guard_errno(), "UFFDIO_CONTINUE: refused, reference leaked")
+            e.leak_folio = st.pc[idx]
+            raise e
+        if verdict:
+            raise _err(self._guard_errno(), "UFFDIO_CONTINUE: refcount guard")
         t.slots[i] = Leaf(st.pc[idx], pindex, lvl)
         return self._size(lvl)
 

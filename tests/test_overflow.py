@@ -204,6 +204,13 @@ def brute(hstate, piece, kernel, guard, g):
             break
         if guard == "sign" and ref <= 0:
             break
+        if guard == "sign_posted" and (ref < 0 or ref + 1 > int_max):
+            # v2 35/46 as posted: the lookup's reference first, then the test on the count
+            # after it; the refused reference stays (leaked)
+            if ref + 1 > int_max and wrap_at is None:
+                wrap_at = taken // r + 1
+            ref = _wrap(ref + 1, g.counter_bits)
+            break
         if ref + 1 > int_max and wrap_at is None:
             wrap_at = taken // r + 1
             if guard is None:
@@ -226,7 +233,7 @@ SMALL = [
 
 
 @pytest.mark.parametrize("g", SMALL, ids=lambda g: g.name)
-@pytest.mark.parametrize("guard", [None, "int_max_half", "sign"])
+@pytest.mark.parametrize("guard", [None, "int_max_half", "sign", "sign_posted"])
 @pytest.mark.parametrize("kernel", ["6.2", "6.18"])
 def test_closed_form_equals_brute_force(g, guard, kernel):
     for h in g.hstates:

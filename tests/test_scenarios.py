@@ -53,7 +53,9 @@ def test_shipped_scenario_replays_as_written(name):
     assert s.state_digest() == d
     # the shipped scenarios keep the accounting honest where the scheme's rule is its audit
     for scheme, m in s.machines.items():
-        if name != "error_path_count_at_set":
+        if name == "overflow_toy_sign_posted":     # the leak is the kernel's (v2 35/46)
+            assert [p[:15] for p in m.audit()] == ["folio 0: locked"], (scheme, m.audit())
+        elif name != "error_path_count_at_set":
             assert m.audit() == [], (scheme, m.audit())
     s.goto(0)
     s.goto(len(s.history))

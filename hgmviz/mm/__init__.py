@@ -20,7 +20,10 @@ madvise() over holes (the mapped parts had the advice; ENOMEM), MADV_REMOVE stop
 private VMA (EACCES), fallocate out of pages (the pages added stay; ENOSPC), munmap whose end
 split fails (the start split stays; EINVAL), MAP_FIXED whose hugetlbfs mmap fails (the old
 mapping is gone; EINVAL / ENOMEM), UFFDIO_UNREGISTER and mprotect stopped by a failing split
-or a hole (the VMAs before it changed; EINVAL / ENOMEM).
+or a hole (the VMAs before it changed; EINVAL / ENOMEM); and, under the ``"sign_posted"`` guard
+(HGM v2 35/46 as posted), a refused fault or UFFDIO_CONTINUE keeps the lookup's leaked reference and
+the locked folio (SIGBUS with ``kept``, StateKept or EAGAIN); a later lookup of that folio raises
+:class:`~hgmviz.errors.TaskHung` and changes nothing.
 
 MAP_PRIVATE (:mod:`.hugetlb`: ``hugetlb_wp``, ``unmap_ref_private``) is mainline only (HGM
 concerns MAP_SHARED).  Simplifications, each stated where it matters: VMAs are never merged; the kernel may leave an empty page-table page

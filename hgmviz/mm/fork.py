@@ -52,7 +52,9 @@ def dup_mmap(m, proc):
     under the thread's error policy, EFAULT under v2's).  HGM v2 35/46 as posted wrote
     ``if (try_get_page(hpage)) { ret = -EFAULT; break; }`` — the test is the wrong way
     round (``try_get_page()`` returns true on success, so every successful copy would fail
-    the fork); the simulator models the intended ``!try_get_page()``."""
+    the fork); the simulator models the intended ``!try_get_page()``, under every guard
+    (``"sign_posted"`` checks here as ``"sign"``: this path does not go through
+    ``hugetlb_try_find_lock_folio``)."""
     parent = m._mm(proc)
     child = mm_alloc(m)
     m.call_path = ["copy_process", "dup_mmap", "dup_userfaultfd"]
@@ -75,7 +77,7 @@ def dup_mmap(m, proc):
             hugetlb.copy_hugetlb_page_range(m, child, parent, v)
     child.vmas = child_vmas
     try:
-        m._account()
+        m._account(lookup=False)        # try_get_page(): checked before the increment
     except SchemeRefusal as refusal:
         m._warn_guard(refusal)
         code = errno.ENOMEM if m.errors == "proposed" else errno.EFAULT

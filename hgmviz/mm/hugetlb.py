@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 
 from .. import core
-from ..errors import SigBus, SigSegv, UserfaultPending, syscall_error
+from ..errors import SigBus, SigSegv, TaskHung, UserfaultPending, syscall_error
 from .structs import (PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, UFFD_MINOR, UFFD_MISSING,
                       UFFD_WP, Vma, _FileState, _MmState, _check_int, _fmt)
 
@@ -206,6 +206,8 @@ def hugetlb_fault(m, mm: _MmState, vma: Vma, addr: int):
                 raise SigBus(addr, "VM_FAULT_SIGBUS from alloc_hugetlb_folio: %s" % e) from None
         elif vma.uffd & UFFD_MINOR:
             raise UserfaultPending(addr, "minor")
+        else:
+            check_not_locked(m, st, idx, idx, "the fault")
     elif share:
         m.call_path.append("huge_pmd_share")
     else:
@@ -227,7 +229,34 @@ def hugetlb_fault(m, mm: _MmState, vma: Vma, addr: int):
         raise SigBus(addr, "VM_FAULT_SIGBUS: the refcount guard refused folio %d at refcount "
                      "%d (v2 35/46: not VM_FAULT_OOM, 'we aren't actually OOMing'; since v5.16, "
                      "60e2793d440a, VM_FAULT_OOM makes pagefault_out_of_memory() warn and retry "
-                     "the fault, which a guard that keeps refusing turns into an endless loop)" % (refusal.folio, refusal.refcount))
+                     "the fault, which a guard that keeps refusing turns into an endless loop)%s"
+                     % (refusal.folio, refusal.refcount,
+                        "; " + LEAK_TEXT if refusal.leaked else ""), kept=refusal.leaked)
+
+
+#: What the ``"sign_posted"`` guard's refusal leaves, said in the refusal's message.
+LEAK_TEXT = ("as posted (HGM v2 35/46), hugetlb_try_find_lock_folio() returned "
+             "ERR_PTR(-EFAULT) after filemap_lock_folio() had taken a reference and the folio "
+             "lock, and put neither: the reference is leaked and the folio stays locked")
+
+
+def check_not_locked(m, st, first, last, what):
+    """A lookup of hugepage indices ``first..last`` of file ``st`` that finds a folio left
+    locked (``Scheme.locked``: only the ``"sign_posted"`` guard's error path leaves one) would
+    sleep in ``filemap_lock_folio()`` → ``folio_lock()`` for ever: :class:`TaskHung`, nothing
+    changed.  (HGM v2 35/46 as posted: ``hugetlb_try_find_lock_folio`` returns without
+    ``folio_unlock()``.)  The simulator checks this before the operation maps any piece."""
+    locked = m.scheme.counters.get("locked")
+    if locked is None:
+        return
+    for idx in range(first, min(last, st.pc.size - 1) + 1):
+        fid = int(st.pc[idx])
+        if fid >= 0 and locked[fid]:
+            m.call_path += ["filemap_lock_folio", "folio_lock"]
+            raise TaskHung(fid, "%s sleeps in folio_lock() on folio %d for ever: an earlier "
+                           "refused lookup left it locked (HGM v2 35/46 as posted: "
+                           "hugetlb_try_find_lock_folio() returned without folio_unlock()); "
+                           "the hung-task detector reports the task after 120 s" % (what, fid))
 
 
 def copy_hugetlb_page_range(m, dst: _MmState, src: _MmState, vma: Vma):
@@ -344,8 +373,9 @@ def _install(m, mm, vma, h, idx, fid, addr):
 
     _, refusal = m._guarded(run, "fault")
     if refusal is not None:
-        raise SigBus(addr, "VM_FAULT_SIGBUS: the refcount guard refused folio %d at refcount %d"
-                     % (refusal.folio, refusal.refcount))
+        raise SigBus(addr, "VM_FAULT_SIGBUS: the refcount guard refused folio %d at refcount %d%s"
+                     % (refusal.folio, refusal.refcount,
+                        "; " + LEAK_TEXT if refusal.leaked else ""), kept=refusal.leaked)
 
 
 def _zap_one(m, mm, vma, h, addr):

@@ -26,7 +26,7 @@ import errno
 import numpy as np
 
 from .. import core
-from ..errors import StateKept, syscall_error
+from ..errors import StateKept, TaskHung, syscall_error
 from .structs import MAX_LFS_FILESIZE, MFD_NAME_MAX_LEN, File, _FileState, _check_int, _fmt
 from . import hugetlb
 
@@ -133,8 +133,17 @@ def _remove_folio(m, st, h, idx):
     mapcount: it stays allocated, out of the page cache and out of the pool, until the table
     goes (munmap, exit, MADV_COLLAPSE) — Peter Xu's "mapcount>0 after truncate_inode_folio()"
     (8 Feb 2023, Y+PKwvLT8+wQ6LPA@x1n).  :func:`hugetlb.free_unmapped_anon_folios` frees it
-    then."""
+    then.
+
+    ``remove_inode_hugepages`` takes ``folio_lock()`` first: a folio an error path left locked
+    (HGM v2 35/46 as posted, guard ``"sign_posted"``) hangs the task
+    (:class:`~hgmviz.errors.TaskHung`; the operation changes nothing)."""
     fid = int(st.pc[idx])
+    if m.scheme.locked(fid):
+        m.call_path += ["remove_inode_hugepages", "folio_lock"]
+        raise TaskHung(fid, "remove_inode_hugepages() sleeps in folio_lock() on folio %d for "
+                       "ever: a refused lookup left it locked (HGM v2 35/46 as posted: "
+                       "hugetlb_try_find_lock_folio() returned without folio_unlock())" % fid)
     pfn = int(m._folio_pfn[fid])
     m._emit(core.EV_PAGECACHE_DEL, -1, 0, h.shift,
             m.kernel.pagecache_refs(h.pages_per_huge_page()), pfn, fid)

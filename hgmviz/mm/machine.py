@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import core
 from ..core import PageTablePool
-from ..errors import PartialProgress, ProcessExited, StateKept, syscall_error
+from ..errors import PartialProgress, ProcessExited, SigBus, StateKept, syscall_error
 from ..geometry import get_geometry, get_kernel_profile
 from ..schemes import SchemeRefusal, get_scheme_class
 from ..schemes.base import UPDATE_KINDS
@@ -124,6 +124,7 @@ class Machine:
         self._warned_sign = False
         self._in_op = False
         self._accounted = 0
+        self._keep_on_error = False       # an error path that leaves its state (sign_posted)
 
     def _save(self):
         """The transaction protocol's save: a :class:`~hgmviz.mm.checkpoint.Checkpoint` without the
@@ -194,23 +195,34 @@ class Machine:
         self.last_counter_updates = dict.fromkeys(UPDATE_KINDS, 0)
         self.last_refusal = None
         self.last_wrapped = ()
+        self._keep_on_error = False
         try:
             result = fn(*args)
         except (PartialProgress, StateKept):
             # the kernel keeps what it mapped before the failing piece / its error path left
             self._commit(counters)
             raise
+        except SigBus:
+            if not self._keep_on_error:      # v2 35/46's fault error path: the leak stays
+                self._rollback(saved, counters)
+                raise
+            self._commit(counters)
+            raise
         except BaseException:
-            core.rollback(self.pt.P, 0)
-            meta[core.M_NEV] = 0
-            self._restore(saved)
-            self.scheme.restore(counters)
-            self.last_events = self.pt.events()
-            self.last_counter_updates = dict.fromkeys(UPDATE_KINDS, 0)
-            self._in_op = False
+            self._rollback(saved, counters)
             raise
         self._commit(counters)
         return result
+
+    def _rollback(self, saved, counters):
+        meta = self.pt.meta
+        core.rollback(self.pt.P, 0)
+        meta[core.M_NEV] = 0
+        self._restore(saved)
+        self.scheme.restore(counters)
+        self.last_events = self.pt.events()
+        self.last_counter_updates = dict.fromkeys(UPDATE_KINDS, 0)
+        self._in_op = False
 
     def _commit(self, counters_before):
         self.pt.meta[core.M_JLEN] = 0
@@ -232,10 +244,12 @@ class Machine:
         """Call a core kernel that takes (P, E, ...); the pool grows and retries on NEED_*."""
         return self.pt.run(kernel, *args, levels=self.geometry.levels)
 
-    def _account(self, guarded: bool = True):
-        """Feed the operation's events not yet accounted to the scheme (admit, then commit)."""
+    def _account(self, guarded: bool = True, lookup: bool = True):
+        """Feed the operation's events not yet accounted to the scheme (admit, then commit).
+        ``lookup=False``: a path that takes its references without the page-cache lookup of
+        HGM v2 35/46 (fork, UFFDIO_COPY; see :meth:`hgmviz.schemes.Scheme.admit`)."""
         ev = self.pt.events(self._accounted)
-        scratch = self.scheme.admit(ev, guarded)
+        scratch = self.scheme.admit(ev, guarded, lookup)
         self.scheme.commit(scratch)
         for kind, n in self.scheme.updates().items():
             self.last_counter_updates[kind] += n
@@ -256,15 +270,21 @@ class Machine:
 
         On a guard refusal the work is rolled back and re-run up to the admitted leaves,
         so the kernel's piece-by-piece semantics hold.  Returns ``run``'s result and the
-        refusal (or None).
+        refusal (or None).  ``what``: "fault" and "continue" look the folio up with
+        ``hugetlb_try_find_lock_folio`` (HGM v2 35/46); anything else (UFFDIO_COPY) does not.
+        Under the ``"sign_posted"`` guard a refused lookup leaves its reference and the folio
+        lock behind (:meth:`~hgmviz.schemes.Scheme.leak_lookup_reference`), the refusal's
+        ``refcount`` is the count the posted check saw (after that reference) and the
+        operation keeps that state when it fails (``_keep_on_error``).
         """
         meta = self.pt.meta
         jm = int(meta[core.M_JLEN])
         em = int(meta[core.M_NEV])
         saved = self._save()
+        lookup = what in ("fault", "continue")
         result = run(-1)
         try:
-            self._account()
+            self._account(lookup=lookup)
             return result, None
         except SchemeRefusal as refusal:
             core.rollback(self.pt.P, jm)
@@ -272,15 +292,19 @@ class Machine:
             self._restore(saved)
             if refusal.admitted:
                 result = run(refusal.admitted)
-                self._account()
+                self._account(lookup=lookup)
             else:
                 result = None
+            if lookup and refusal.guard == "sign_posted":
+                refusal.refcount = self.scheme.leak_lookup_reference(refusal.folio)
+                refusal.leaked = True
+                self._keep_on_error = True
             self._warn_guard(refusal)
             self.last_refusal = refusal
             return result, refusal
 
     def _warn_guard(self, refusal):
-        if refusal.guard == "sign" and not self._warned_sign:
+        if refusal.guard in ("sign", "sign_posted") and not self._warned_sign:
             self._warned_sign = True
             warnings.warn("WARN_ON_ONCE(folio_ref_count(folio) <= 0): folio %d has refcount %d"
                           % (refusal.folio, refusal.refcount), RuntimeWarning, stacklevel=5)

@@ -146,8 +146,9 @@ class Folio:
         return hash((id(self._m), self.id))
 
     def __repr__(self):
-        return "<Folio %d pfn %#x %s refcount %d entire_mapcount %d>" % (
-            self.id, self.pfn, _fmt(self.size), self.refcount, self.entire_mapcount)
+        return "<Folio %d pfn %#x %s refcount %d entire_mapcount %d%s>" % (
+            self.id, self.pfn, _fmt(self.size), self.refcount, self.entire_mapcount,
+            " locked, %d leaked" % self.leaked_refs if self.locked else "")
 
     @property
     def pfn(self) -> int:
@@ -202,6 +203,19 @@ class Folio:
     def wrapped(self) -> bool:
         """A counter of this folio overflowed (the refcount wrapped past INT_MAX)."""
         return self._m.scheme.wrapped(self.id)
+
+    @property
+    def locked(self) -> bool:
+        """``folio_test_locked()`` after the operation: True only when an error path left the
+        folio locked (HGM v2 35/46 as posted, guard ``"sign_posted"``); every later lookup of
+        it would sleep in ``folio_lock()`` for ever."""
+        return self._m.scheme.locked(self.id)
+
+    @property
+    def leaked_refs(self) -> int:
+        """References taken and never put (HGM v2 35/46 as posted, guard ``"sign_posted"``):
+        part of ``refcount``, held by no page table and no page cache."""
+        return self._m.scheme.leaked_refs(self.id)
 
     @property
     def file(self):

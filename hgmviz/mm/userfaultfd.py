@@ -165,6 +165,9 @@ def mfill_atomic_hugetlb(m, mm, vma, h, addr, end, mode, piece_shift):
                  for b in range(share_base, end, pud)]
         if any(cands):
             share = np.array(cands, dtype=np.int32)
+    hugetlb.check_not_locked(m, st, (addr - vma.start + (vma.pgoff << g.page_shift)) >> h.shift,
+                             (end - 1 - vma.start + (vma.pgoff << g.page_shift)) >> h.shift,
+                             "UFFDIO_CONTINUE")
     inject = 0
     if m._inject is not None:
         if m._inject == "after_pte_alloc" or not m.lookup_first:
@@ -185,7 +188,12 @@ def mfill_atomic_hugetlb(m, mm, vma, h, addr, end, mode, piece_shift):
     code, mapped, fail_at = status
     if refusal is not None and not refusal.admitted:
         mapped = 0
-    if refusal is not None:
+    if refusal is not None and refusal.leaked:
+        ecode = errno.ENOMEM if m.errors == "proposed" else errno.EFAULT
+        cause = StateKept(ecode, "%s: UFFDIO_CONTINUE: the refcount guard refused folio %d at "
+                          "refcount %d; %s" % (errno.errorcode[ecode], refusal.folio,
+                                               refusal.refcount, hugetlb.LEAK_TEXT))
+    elif refusal is not None:
         ecode = errno.ENOMEM if m.errors == "proposed" else errno.EFAULT
         cause = syscall_error(ecode, "UFFDIO_CONTINUE: the refcount guard refused folio %d at "
                               "refcount %d" % (refusal.folio, refusal.refcount))

@@ -8,7 +8,8 @@ cross-check.
 
 :func:`run_step` applies one record (:meth:`~hgmviz.ops.records.Operation.apply`) and returns
 an :class:`Outcome`: ``ok``, an errno name, ``SIGBUS``, ``SIGSEGV``, ``userfault`` or
-``EAGAIN`` (partial progress, with ``mapped``).  :func:`outcome_of` turns each of the typed
+``EAGAIN`` (partial progress, with ``mapped``) or ``hung`` (a task asleep for ever on a folio
+lock an error path never released, :class:`~hgmviz.errors.TaskHung`).  :func:`outcome_of` turns each of the typed
 errors of :mod:`hgmviz.errors` into an outcome through one table (:data:`ERROR_STATUS`).
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ..errors import PartialProgress, SigBus, SigSegv, StateKept, UserfaultPending, errno_name
+from ..errors import (PartialProgress, SigBus, SigSegv, StateKept, TaskHung, UserfaultPending,
+                      errno_name)
 from .records import OPERATIONS, spec_of
 
 __all__ = ["Outcome", "World", "run_step", "outcome_of", "ERROR_STATUS", "op_to_dict",
@@ -28,7 +30,7 @@ __all__ = ["Outcome", "World", "run_step", "outcome_of", "ERROR_STATUS", "op_to_
 @dataclass(frozen=True)
 class Outcome:
     """What one step did: ``status`` is "ok", an errno name, "SIGBUS", "SIGSEGV",
-    "userfault" or "EAGAIN" (partial progress: ``mapped`` bytes then ``cause``); ``refused``
+    "userfault", "hung" or "EAGAIN" (partial progress: ``mapped`` bytes then ``cause``); ``refused``
     when a refcount guard refused a reference, ``wrapped`` the folios whose refcount wrapped,
     ``kept`` when the step failed but the kernel kept its work so far (EAGAIN's pieces, the
     mapped parts of a madvise over holes, an injected error's page tables).  ``cause``: the
@@ -101,7 +103,8 @@ ERROR_STATUS = {
         (errno_name(e.cause.errno) if getattr(e.cause, "errno", 0) else type(e.cause).__name__),
         kept=True),
     StateKept: lambda e: Outcome(_errno_status(e), None, str(e), kept=True),
-    SigBus: lambda e: Outcome("SIGBUS", None, str(e)),
+    SigBus: lambda e: Outcome("SIGBUS", None, str(e), kept=e.kept),
+    TaskHung: lambda e: Outcome("hung", None, str(e)),
     SigSegv: lambda e: Outcome("SIGSEGV", None, str(e)),
     UserfaultPending: lambda e: Outcome("userfault", None, str(e), cause=e.reason),
     OSError: lambda e: Outcome(_errno_status(e), None, str(e)),

@@ -575,6 +575,15 @@ class _Builder:
                               style="alert"))
         elif guard == "sign" and used and rc <= 0:
             lines.append(Line("GUARDED: refcount <= 0, new references refused", style="alert"))
+        elif guard == "sign_posted" and used and (rc < 0 or rc == imax):
+            lines.append(Line("GUARDED: refcount + 1 <= 0 (v2 35/46 as posted: the test counts "
+                              "the lookup's own reference), new references refused",
+                              style="alert"))
+        if c.get("locked"):
+            lines.append(Line("LOCKED, %d reference(s) leaked: a refused lookup returned without "
+                              "folio_unlock()/folio_put() (v2 35/46 as posted); every later "
+                              "lookup hangs" % c["leaked"],
+                              "changed" if not cb.get("locked") else "", "alert"))
         if c["wrapped"]:
             lines.append(Line("WRAPPED: a counter overflowed past INT_MAX (%s)" % format(imax, ","),
                               "changed" if not cb["wrapped"] else "", "alert"))

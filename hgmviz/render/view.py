@@ -53,6 +53,8 @@ class StateView:
         s = self.scheme
         out = {"refcount": s.folio_ref_count(fid), "entire_mapcount": s.folio_entire_mapcount(fid),
                "mapcount": s.folio_mapcount(fid), "wrapped": s.wrapped(fid)}
+        if s.guard == "sign_posted":      # what v2 35/46's posted error path leaves
+            out["locked"], out["leaked"] = s.locked(fid), s.leaked_refs(fid)
         return out
 
     def subpage_mapcounts(self, fid: int):

@@ -14,7 +14,18 @@ Guards (checked before each reference a new mapping takes, in event order):
   proposal, T9, modelled on ``try_get_page()``'s original check).
 * ``"sign"``: refuse when ``folio_ref_count(folio) <= 0`` with ``WARN_ON_ONCE`` (HGM v2 35/46,
   ``hugetlb_try_find_lock_folio``; the test ``try_get_page()`` and GUP's ``try_grab_folio()``
-  make today).
+  make today), checked before the increment, as ``try_get_page()`` checks: the rule v2 meant.
+* ``"sign_posted"``: v2 35/46 in the order it was posted
+  (``20230218002819.1486479-36-jthoughton@google.com``, mm/hugetlb.c
+  ``hugetlb_try_find_lock_folio``): ``folio = filemap_lock_folio(mapping, idx);`` takes the
+  reference first, then ``if (WARN_ON_ONCE(folio && folio_ref_count(folio) <= 0)) return
+  ERR_PTR(-EFAULT);`` tests the count that includes it.  So the fault or UFFDIO_CONTINUE
+  piece whose reference takes the count from INT_MAX to INT_MIN is itself refused (one step
+  earlier than ``"sign"``), and its reference stays: the error path returns without
+  ``folio_unlock()`` or ``folio_put()`` (a leaked reference and a folio left locked; the
+  machine applies them, :meth:`Scheme.leak_lookup_reference`).  Only the fault and
+  UFFDIO_CONTINUE paths go through that lookup; the fork path (``copy_hugetlb_page_range``,
+  ``try_get_page()``, the intended test) and UFFDIO_COPY (a new folio) check as ``"sign"``.
 """
 from __future__ import annotations
 
@@ -26,7 +37,11 @@ from ..core import EV_FOLIO_ALLOC, EV_PAGECACHE_ADD, EV_PAGECACHE_DEL
 GUARD_NONE = 0
 GUARD_INT_MAX_HALF = 1
 GUARD_SIGN = 2
-GUARDS = {None: GUARD_NONE, "int_max_half": GUARD_INT_MAX_HALF, "sign": GUARD_SIGN}
+GUARD_SIGN_POSTED = 3
+GUARDS = {None: GUARD_NONE, "int_max_half": GUARD_INT_MAX_HALF, "sign": GUARD_SIGN,
+          "sign_posted": GUARD_SIGN_POSTED}
+#: What a bad ``guard`` is told it may be.
+GUARD_ALLOWED = "None, 'int_max_half', 'sign', 'sign_posted'"
 
 # Slots of ``Scheme.out`` where ``_apply`` tallies the counter updates the mapping accounting
 # made (one per atomic operation on a counter: a leaf's folio_get/folio_put, one
@@ -48,7 +63,11 @@ def wrap_counter(x, bits):
 def guarded_increments(ref, n, guard, bits):
     """How many of ``n`` single increments a guard admits, starting from ``ref``.
 
-    Each increment is checked before it is made, as ``try_get_page()`` checks.
+    Each increment is checked before it is made, as ``try_get_page()`` checks; under
+    ``GUARD_SIGN_POSTED`` the check sees the count *after* the lookup's own reference (HGM v2
+    35/46 as posted, ``hugetlb_try_find_lock_folio``: ``filemap_lock_folio()`` then
+    ``folio_ref_count(folio) <= 0``), so an increment from a count ``c`` is admitted only if
+    ``c + 1`` does not wrap: the one from INT_MAX is refused.
     """
     int_max = (np.int64(1) << (bits - 1)) - 1
     if guard == GUARD_INT_MAX_HALF:
@@ -61,6 +80,11 @@ def guarded_increments(ref, n, guard, bits):
         if ref <= 0:
             return 0
         room = int_max - ref + 1          # the increment that reaches INT_MIN is admitted
+        return n if n < room else room
+    if guard == GUARD_SIGN_POSTED:
+        if ref < 0:                       # ref + 1 <= 0
+            return 0
+        room = int_max - ref              # the increment from INT_MAX wraps first: refused
         return n if n < room else room
     return n
 
@@ -128,6 +152,7 @@ class SchemeRefusal(Exception):
         self.folio = folio
         self.refcount = refcount
         self.guard = guard
+        self.leaked = False           # the refused lookup's reference stayed ("sign_posted")
 
 
 class Scheme:
@@ -145,7 +170,7 @@ class Scheme:
 
     def __init__(self, geometry, folio_shift: np.ndarray, folio_pfn: np.ndarray, guard=None):
         if guard not in GUARDS:
-            raise ValueError("unknown guard %r; allowed: None, 'int_max_half', 'sign'" % (guard,))
+            raise ValueError("unknown guard %r; allowed: %s" % (guard, GUARD_ALLOWED))
         self.geometry = geometry
         self.guard = guard
         self.bits = geometry.counter_bits
@@ -157,6 +182,10 @@ class Scheme:
             "entire": np.full(n, -1, dtype=np.int64),      # folio->_entire_mapcount, biased
             "wrapped": np.zeros(n, dtype=np.int8),         # a counter wrapped (overflow)
         }
+        if guard == "sign_posted":
+            # what v2 35/46's error path leaves behind (see leak_lookup_reference)
+            self.counters["leaked"] = np.zeros(n, dtype=np.int64)   # references never put
+            self.counters["locked"] = np.zeros(n, dtype=np.int8)    # folio_lock() never undone
         self.out = np.zeros(8, dtype=np.int64)
 
     def fresh(self, guard=None) -> "Scheme":
@@ -167,17 +196,22 @@ class Scheme:
         return None
 
     # --- protocol used by the machine ------------------------------------------------
-    def admit(self, ev: dict, guarded: bool = True):
+    def admit(self, ev: dict, guarded: bool = True, lookup: bool = True):
         """Apply events to scratch copies; return them, or raise :class:`SchemeRefusal`.
 
         ``guarded=False``: a path that takes its references without the check (MADV_COLLAPSE's
-        ``filemap_get_folio()``, unguarded in v2 and in the thread's proposal)."""
+        ``filemap_get_folio()``, unguarded in v2 and in the thread's proposal).
+        ``lookup=False``: a path that does not go through ``hugetlb_try_find_lock_folio``
+        (fork's ``try_get_page()``, UFFDIO_COPY's new folio): ``"sign_posted"`` checks there
+        as ``"sign"`` does."""
         scratch = self.snapshot()
         out = self.out
         out[:] = 0
         guard = self.guard
         if not guarded:
             self.guard = None
+        elif not lookup and guard == "sign_posted":
+            self.guard = "sign"
         try:
             self._run(ev, scratch, out)
         finally:
@@ -235,3 +269,41 @@ class Scheme:
 
     def wrapped(self, folio: int) -> bool:
         return bool(self.counters["wrapped"][folio])
+
+    def leaked_refs(self, folio: int) -> int:
+        """References to ``folio`` taken and never put by an error path (``"sign_posted"``)."""
+        leaked = self.counters.get("leaked")
+        return 0 if leaked is None else int(leaked[folio])
+
+    def locked(self, folio: int) -> bool:
+        """``folio_test_locked()`` left true by an error path (``"sign_posted"``); otherwise
+        every lookup unlocks before it returns, so a folio is never locked between operations."""
+        locked = self.counters.get("locked")
+        return False if locked is None else bool(locked[folio])
+
+    def leak_lookup_reference(self, folio: int) -> int:
+        """HGM v2 35/46 as posted, ``hugetlb_try_find_lock_folio`` (mm/hugetlb.c): the refused
+        lookup's reference stays and the folio stays locked::
+
+            struct folio *folio = filemap_lock_folio(mapping, idx);
+            ...
+            if (WARN_ON_ONCE(folio && folio_ref_count(folio) <= 0))
+                    return ERR_PTR(-EFAULT);
+
+        ``filemap_lock_folio()`` took a reference and the folio lock; this return gives back
+        neither (no ``folio_unlock()``, no ``folio_put()``), and the callers
+        (``hugetlb_no_page``: ``goto out``; ``hugetlb_mcopy_atomic_pte``: ``goto out``) do not
+        either, since they got an ERR_PTR, not the folio.  Applies the +1 (wrapping, as
+        ``atomic_inc`` wraps), counts it in ``leaked``, sets ``locked``; returns the refcount."""
+        c = self.counters
+        if "leaked" not in c:
+            raise RuntimeError("only the 'sign_posted' guard leaks a reference, not %r"
+                               % (self.guard,))
+        before = int(c["refcount"][folio])
+        after = int(wrap_counter(before + 1, self.bits))
+        if after < before:
+            c["wrapped"][folio] = 1
+        c["refcount"][folio] = after
+        c["leaked"][folio] += 1
+        c["locked"][folio] = 1
+        return after

@@ -55,6 +55,9 @@ def _apply_hstate_present(kind, mm, addr, shift, count, pfn, folio, folio_shift,
             else:
                 take = True
         if take:
+            # the guard codes (None, int_max_half, sign, sign_posted) are decided by
+            # base.guarded_increments, compiled into this function: numba's cache does not follow
+            # that dependency, so this file changes with every change of it
             ok = guarded_increments(refcount[f], n, guard, bits)
             if ok < n:
                 out[0] = 1

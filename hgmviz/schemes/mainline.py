@@ -31,6 +31,9 @@ def _apply_head_only(kind, shift, count, pfn, folio, folio_shift, page_shift, gu
         f = folio[e]
         n = count[e]
         if k == EV_SET:
+            # the guard codes (None, int_max_half, sign, sign_posted) are decided by
+            # base.guarded_increments, compiled into this function: numba's cache does not follow
+            # that dependency, so this file changes with every change of it
             ok = guarded_increments(refcount[f], n, guard, bits)
             if ok < n:
                 # refuse: apply the admitted prefix so the scratch is consistent, report

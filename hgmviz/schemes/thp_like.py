@@ -40,6 +40,9 @@ def _apply_thp_like(kind, shift, count, pfn, folio, folio_shift, folio_pfn, pfn_
                 sign = -1
             m = n
             if k == EV_SET:
+                # the guard codes (None, int_max_half, sign, sign_posted) are decided by
+                # base.guarded_increments, compiled into this function: numba's cache does not follow
+                # that dependency, so this file changes with every change of it
                 ok = guarded_increments(refcount[f], n, guard, bits)
                 if ok < n:
                     m = ok

@@ -36,7 +36,8 @@ __all__ = ["Explorer", "explore", "compare", "legal_granularities", "GUARD_CHOIC
 
 #: The guard selector: (shown, value for ``Machine(guard=...)``).
 GUARD_CHOICES = (("none (wraps)", "none"), ("INT_MAX/2 (T9 proposal)", "int_max_half"),
-                 ("sign (v2 35/46)", "sign"))
+                 ("sign (v2 35/46, as meant)", "sign"),
+                 ("sign, v2 35/46 as posted (check after the lookup, leaks)", "sign_posted"))
 #: The error-policy selector.
 ERROR_CHOICES = (("proposed: ENOMEM / SIGBUS", "proposed"),
                  ("v2: EFAULT / SIGBUS, fork fails", "v2"))
@@ -707,7 +708,7 @@ def explore(session=None, scenario=None, *, geometry="toy", scheme="per_piece", 
     ``session``: a :class:`~hgmviz.session.Session` to explore (its first scheme is drawn);
     ``scenario``: the name of a shipped scenario (``hgmviz.scenarios.list_scenarios()``) or
     a path to a scenario file; otherwise a new session of ``geometry`` ("toy", "x86_64"),
-    ``scheme``, ``guard`` (None, "int_max_half", "sign"), ``errors`` ("proposed", "v2"),
+    ``scheme``, ``guard`` (None, "int_max_half", "sign", "sign_posted"), ``errors`` ("proposed", "v2"),
     ``kernel`` and ``nr_hugepages`` (default: two 256 KiB pages in the toy geometry, four
     2 MiB and one 1 GiB at x86-64), set up with one process ``p`` mapping one hugepage of a
     file ``f`` at ``a``.  Reset returns to the state the explorer opened at.
