@@ -5,14 +5,24 @@
 #   bash scripts/lab.sh --check    install, then check the set-up end to end (dot, packages, the tour
 #                                  runs headless, the server starts and serves the tour and the
 #                                  glossary) and stop: no long-lived server
+#   bash scripts/lab.sh --edit-chapters   open the tracked chapters in notebooks/ (a teacher editing them)
 #   bash scripts/lab.sh ARGS...    extra arguments go to `jupyter lab` (e.g. --no-browser, --port 8899)
+#
+# A student works in my-notebooks/ (git-ignored): a copy of the chapters made on the first run and
+# brought up to date on later runs where the student has not edited it (scripts/_my_notebooks.py), so
+# running and editing a chapter never changes a tracked file and `git pull` always applies.
 #
 # Needs Python >= 3.11 and Graphviz's `dot` on PATH, nothing else: no root, no apt-get, no browser
 # on the machine (scripts/_install.sh says how to get `dot` when it is missing).
 set -euo pipefail
 check=0
+chapters=my-notebooks
 if [ "${1:-}" = "--check" ]; then
     check=1
+    shift
+fi
+if [ "${1:-}" = "--edit-chapters" ]; then
+    chapters=notebooks
     shift
 fi
 HGMVIZ_INSTALL=lab
@@ -25,12 +35,17 @@ settings="$(python -c 'import sys; print(sys.prefix)')/share/jupyter/lab/setting
 mkdir -p "$settings"
 cp scripts/jupyterlab/overrides.json "$settings/overrides.json"
 
+# The student's copy of the chapters (my-notebooks/, git-ignored), made or brought up to date.
+if [ "$chapters" = my-notebooks ]; then
+    python scripts/_my_notebooks.py "$HGMVIZ_ROOT"
+fi
+
 # The tour: a Markdown notebook (jupytext) or an .ipynb, whichever the repository holds.
 tour=""
-for t in notebooks/00-tour.md notebooks/00-tour.ipynb; do
+for t in "$chapters/00-tour.md" "$chapters/00-tour.ipynb"; do
     if [ -f "$t" ]; then tour="$t"; break; fi
 done
-[ -n "$tour" ] || { _say "notebooks/00-tour.md (or .ipynb) not found"; exit 1; }
+[ -n "$tour" ] || { _say "$chapters/00-tour.md (or .ipynb) not found"; exit 1; }
 
 # Rooted at the repository so that the notebooks' links to docs/ (the glossary) resolve; the URL the
 # server prints (and opens, when there is a browser) is the tour's.

@@ -269,10 +269,13 @@ def test_lab_check_without_chromium_apt_or_root():
         assert proc.returncode == 0, "bash scripts/lab.sh --check failed:\n" + out[-6000:]
         assert not re.search(r"\[hgmviz setup\] (apt-get|need root)", out), out[-3000:]
         assert "installing Python packages into .venv: pip install -e '.'" in out
-        assert re.search(r"jupyter lab prints http://127\.0\.0\.1:\d+/lab/tree/notebooks/"
+        assert re.search(r"jupyter lab prints http://127\.0\.0\.1:\d+/lab/tree/my-notebooks/"
                          r"00-tour\.(md|ipynb)\?token=", out), out[-3000:]
         assert "the server serves the tour and docs/glossary.md" in out
         assert "OK: `bash scripts/lab.sh` is ready" in out
+        # the student's copy of the chapters (git-ignored: the status below stays clean)
+        assert (repo / "my-notebooks" / "00-tour.md").read_bytes() == \
+            (repo / "notebooks" / "00-tour.md").read_bytes()
         venv_python = repo / ".venv" / "bin" / "python"
         assert venv_python.exists()
         if IS_ROOT:

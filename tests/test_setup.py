@@ -246,3 +246,95 @@ def test_readme_not_modelled_list_is_true():
         f = m.memfd_create(size=2 << 20, hstate=2 << 20)
         with pytest.raises(hv.Unsupported):
             m.spawn().mmap(f, 2 << 20, shared=False)
+
+
+# ------------------------------------------------------------------------------------------
+# A student's edits to a chapter never block `git pull` (issue 14): lab.sh opens my-notebooks/
+# ------------------------------------------------------------------------------------------
+def _my_notebooks():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("hgmviz_my_notebooks",
+                                                  ROOT / "scripts" / "_my_notebooks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _git(cwd, *args):
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t",
+                           "-c", "init.defaultBranch=main", "-c", "safe.directory=*", *args],
+                          cwd=cwd, capture_output=True, text=True, check=True).stdout
+
+
+def _course(tmp: Path) -> Path:
+    """A course repository: the real notebooks/ and .gitignore, committed."""
+    origin = tmp / "origin"
+    (origin / "notebooks").mkdir(parents=True)
+    shutil.copytree(ROOT / "notebooks" / "solutions", origin / "notebooks" / "solutions")
+    for p in (ROOT / "notebooks").iterdir():
+        if p.is_file():
+            shutil.copyfile(p, origin / "notebooks" / p.name)
+    shutil.copyfile(ROOT / ".gitignore", origin / ".gitignore")
+    _git(origin, "init", "-q")
+    _git(origin, "add", "-A")
+    _git(origin, "commit", "-qm", "course")
+    return origin
+
+
+def test_lab_opens_the_students_git_ignored_copy():
+    lab = (ROOT / "scripts" / "lab.sh").read_text()
+    assert 'chapters=my-notebooks' in lab and 'python scripts/_my_notebooks.py "$HGMVIZ_ROOT"' in lab
+    assert 'for t in "$chapters/00-tour.md"' in lab and '--edit-chapters' in lab
+    assert _git(ROOT, "check-ignore", "my-notebooks/00-tour.md").strip() == "my-notebooks/00-tour.md"
+    readme = (ROOT / "README.md").read_text()
+    assert "my-notebooks/" in readme and "--edit-chapters" in readme and "git pull" in readme
+
+
+def test_first_run_copies_every_chapter_and_changes_no_tracked_file(tmp_path):
+    mine = _my_notebooks()
+    origin = _course(tmp_path)
+    msgs = mine.sync(origin)
+    src = sorted(str(p.relative_to(origin / "notebooks")) for p in (origin / "notebooks").rglob("*")
+                 if p.is_file() and p.suffix in (".md", ".ipynb", ".toml"))
+    got = sorted(str(p.relative_to(origin / "my-notebooks")) for p in
+                 (origin / "my-notebooks").rglob("*") if p.is_file() and p.name != mine.RECORD)
+    assert got == src and len(msgs) == len(src) and "nav.py" not in got
+    for rel in src:
+        assert (origin / "my-notebooks" / rel).read_bytes() == (origin / "notebooks" / rel).read_bytes()
+    assert _git(origin, "status", "--porcelain") == ""            # ignored, nothing tracked changed
+    assert mine.sync(origin) == []                                  # a second run: nothing to do
+
+
+def test_students_edit_survives_git_pull_and_untouched_chapters_update(tmp_path):
+    mine = _my_notebooks()
+    origin = _course(tmp_path)
+    clone = tmp_path / "student"
+    _git(tmp_path, "clone", "-q", str(origin), str(clone))
+    mine.sync(clone)
+    edited = clone / "my-notebooks" / "03-guards-and-errors.md"
+    edited.write_text(edited.read_text() + "\nmy answer: the folio stays locked\n")
+    (clone / "my-notebooks" / "scratch.md").write_text("# my own notes\n")
+    # the teacher changes two chapters and adds one, and pushes
+    for rel in ("03-guards-and-errors.md", "04-fork.md"):
+        p = origin / "notebooks" / rel
+        p.write_text(p.read_text() + "\nA corrected sentence.\n")
+    (origin / "notebooks" / "11-new.md").write_text("# new\n")
+    _git(origin, "add", "-A")
+    _git(origin, "commit", "-qm", "teacher's fixes")
+    _git(clone, "pull", "-q")                                       # applies: nothing tracked changed
+    assert _git(clone, "status", "--porcelain") == ""
+    msgs = mine.sync(clone)
+    assert edited.read_text().endswith("my answer: the folio stays locked\n")   # kept
+    assert "A corrected sentence." not in edited.read_text()
+    assert (clone / "my-notebooks" / "04-fork.md").read_text().endswith("A corrected sentence.\n")
+    assert (clone / "my-notebooks" / "11-new.md").read_text() == "# new\n"
+    assert (clone / "my-notebooks" / "scratch.md").read_text() == "# my own notes\n"
+    assert sorted(m.split()[0] + " " + m.split()[-1 if m.startswith("copied") else 1]
+                  for m in msgs) == ["copied my-notebooks/11-new.md",
+                                     "kept your", "updated my-notebooks/04-fork.md"]
+    assert any("my-notebooks/03-guards-and-errors.md" in m and "notebooks/03-guards-and-errors.md has "
+               "a newer version" in m for m in msgs)
+    # the student takes the new version by deleting the copy
+    edited.unlink()
+    assert mine.sync(clone) == ["copied my-notebooks/03-guards-and-errors.md"]
+    assert edited.read_text().endswith("A corrected sentence.\n")
