@@ -140,10 +140,13 @@ RULES = {
         "refcount": "Under mainline each hstate-level entry that maps the folio holds one "
                     "reference: hugetlb_no_page() (a fault), hugetlb_mfill_atomic_pte() "
                     "(UFFDIO_CONTINUE) and copy_hugetlb_page_range() (fork) take folio_get(); "
-                    "__unmap_hugepage_range() drops it (mm/hugetlb.c, v6.2).",
+                    "__unmap_hugepage_range() drops it (mm/hugetlb.c; the rule of v6.2, the names of "
+                    "current mainline: v6.2 calls hugetlb_mfill_atomic_pte() "
+                    "hugetlb_mcopy_atomic_pte()).",
         "entire": "Under mainline each hstate-level entry that maps the folio adds one to the "
                   "head's _entire_mapcount (hugetlb_add_file_rmap(), include/linux/rmap.h, "
-                  "v6.2); __unmap_hugepage_range() takes it off (hugetlb_remove_rmap()).",
+                  "v6.8; v6.2: page_dup_file_rmap(page, true)); __unmap_hugepage_range() takes "
+                  "it off (hugetlb_remove_rmap(); v6.2: page_remove_rmap(page, vma, true)).",
         "page": "/proc/kpagecount shows folio_precise_page_mapcount(): the page's own "
                 "_mapcount + 1, which mainline never writes for hugetlb (0), plus "
                 "folio_entire_mapcount(), one per hstate-level mapping (hugetlb_add_file_rmap(); "

@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.nojit
 
-LAYER = {"_jit": 0, "units": 0, "geometry": 0, "errors": 0, "overflow": 0, "vmemmap": 0,
+LAYER = {"_jit": 0, "units": 0, "geometry": 0, "errors": 0, "overflow": 0, "vmemmap": 0, "kernel_names": 0,
          "core": 1, "schemes": 2, "mm": 3, "audit": 3,
          "ops": 4, "comparison": 4, "kernelcheck": 4, "session": 4, "describe": 4, "scenario_file": 4, "scenarios": 4, "teach": 4, "handout": 4,
          "render": 5, "widgets": 6, "explain": 6, "bench": 6, "cli": 6, "warmup": 6, "notebook_errors": 6,

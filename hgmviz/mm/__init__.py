@@ -5,8 +5,11 @@ processes (``struct mm_struct``) with their VMAs, the page-table pool of the cor
 accounting scheme.  Every syscall a user makes is a method named after the syscall; the work
 is done by methods named after the kernel functions they model, each citing it.
 
-Versions the names and rules come from: mainline v6.2 (the thread's base) for everything the
-kernel has, checked against current mainline (domain.md 0.1: ML-HUGETLB, ML-MADV, ML-FORK);
+Versions the rules come from: mainline v6.2 (the thread's base) for everything the
+kernel has, checked against current mainline (domain.md 0.1: ML-HUGETLB, ML-MADV, ML-FORK); the
+function names (docstrings, ``Machine.call_path``) are current mainline's where a function was
+renamed since v6.2 — :mod:`hgmviz.kernel_names` gives each such name's version and its v6.2 name
+(e.g. ``hugetlb_mfill_atomic_pte``: v6.4, ``hugetlb_mcopy_atomic_pte`` in v6.2);
 the HGM series v1 (5 Jan 2023) and v2 (18 Feb 2023) for MADV_SPLIT, high-granularity
 UFFDIO_CONTINUE, the HGM fault path and MADV_COLLAPSE.
 

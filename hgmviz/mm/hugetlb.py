@@ -1,6 +1,7 @@
 """mm/hugetlb.c: the pool (allocation, reservations), the fault, PMD sharing.
 
-Names and rules: mainline v6.2 (``alloc_hugetlb_folio``, ``hugetlb_reserve_pages``,
+Rules: mainline v6.2; names: current mainline's (``alloc_hugetlb_folio``: v6.3, v6.2's
+``alloc_huge_page``; :mod:`hgmviz.kernel_names`) (``hugetlb_reserve_pages``,
 ``want_pmd_share``, ``huge_pmd_share``, ``hugetlb_fault``, ``hugetlb_no_page``,
 ``copy_hugetlb_page_range``, ``hugetlb_unshare_all_pmds``); the HGM fault path from the
 HGM series v2 24/46; MAP_PRIVATE (``hugetlb_wp``, ``unmap_ref_private``,

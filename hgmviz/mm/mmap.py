@@ -1,4 +1,5 @@
-"""mm/mmap.c (mainline v6.2): ``do_mmap`` → ``hugetlbfs_file_mmap``, ``do_vmi_munmap``, VMA
+"""mm/mmap.c (mainline v6.2): ``do_mmap`` → ``hugetlbfs_file_mmap``, ``do_vmi_munmap`` (v6.3's
+name for v6.2's ``do_mas_munmap``), VMA
 splitting (``__split_vma`` with ``hugetlb_vm_op_split``), and ``exit_mmap``; the partial
 progress of a failed munmap and of a failed MAP_FIXED (docs/kernel-notes/issue13.md §8).
 """
@@ -220,7 +221,7 @@ def do_vmi_munmap(m, mm, start, end, what="munmap"):
 
 
 def munmap(m, proc, addr, length):
-    """``munmap`` → ``do_vmi_munmap`` (mm/mmap.c v6.2)."""
+    """``munmap`` → ``do_vmi_munmap`` (mm/mmap.c; v6.2 calls it ``do_mas_munmap``)."""
     mm = m._mm(proc)
     addr, length, end = check_page_range(m, "munmap", addr, length)
     if length == 0:

@@ -1,5 +1,7 @@
 """fs/userfaultfd.c and mm/userfaultfd.c (mainline v6.2; HGM v2 for 4 KiB pieces):
-``userfaultfd_register``, ``userfaultfd_unregister``, UFFDIO_CONTINUE → ``mfill_atomic_hugetlb``.
+``userfaultfd_register``, ``userfaultfd_unregister``, UFFDIO_CONTINUE → ``mfill_atomic_hugetlb``
+→ ``hugetlb_mfill_atomic_pte`` (v6.4 names; v6.2 and HGM v2 call them ``__mcopy_atomic_hugetlb``
+and ``hugetlb_mcopy_atomic_pte``: :mod:`hgmviz.kernel_names`).
 """
 from __future__ import annotations
 
@@ -226,7 +228,8 @@ def continue_result(mapped, cause):
 
 
 def uffdio_continue(m, proc, addr, length):
-    """``userfaultfd_continue`` (fs/userfaultfd.c v6.2) → ``mfill_atomic_hugetlb`` in
+    """``userfaultfd_continue`` (fs/userfaultfd.c v6.2) → ``mfill_atomic_hugetlb`` (v6.4's name
+    for v6.2's ``__mcopy_atomic_hugetlb``) in
     MFILL_LARGEST mode (HGM v2: the largest aligned pieces)."""
     mm = m._mm(proc)
     vma, h, addr, end = continue_target(m, "UFFDIO_CONTINUE", mm, addr, length)

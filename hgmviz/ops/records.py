@@ -2,8 +2,9 @@
 
 An operation is a frozen dataclass declared with :func:`operation`: its fields (each with a
 kind from :mod:`hgmviz.ops.fields`), the kernel's word for it, a sentence saying what it does,
-the kernel call path it runs, the machine method it calls (``call``, in the scripting API's
-own words, e.g. ``"proc.madvise(addr, length, advice)"``), how a log line and a pseudo-C line
+the kernel call path it runs (current mainline's names: :mod:`hgmviz.kernel_names` says which
+are newer than v6.2 and what v6.2 called them), the machine method it calls (``call``, in the
+scripting API's own words, e.g. ``"proc.madvise(addr, length, advice)"``), how a log line and a pseudo-C line
 print it, and the explorer buttons that build it.  Everything else derives from the record:
 
 * the session's and the scenario files' validation (:func:`check_op`, the field kinds),
