@@ -10,8 +10,8 @@ The scripting API (``import hgmviz as hv``)::
     p.touch(a + 0x5000)
     f.folio_at(0).refcount
 """
-from .errors import (PartialProgress, ProcessExited, SigBus, SigSegv, SimError, Unsupported,
-                     UserfaultPending, VM_FAULT_OOM, VM_FAULT_SIGBUS)
+from .errors import (PartialProgress, ProcessExited, SigBus, SigSegv, SimError, StateKept,
+                     TaskHung, Unsupported, UserfaultPending, VM_FAULT_OOM, VM_FAULT_SIGBUS)
 from .geometry import (INT_MAX, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PUD_SHIFT, TOY, X86_64,
                        X86_64_5LEVEL, Geometry, Hstate, HugetlbLevel, KernelProfile)
 from . import notebook_errors as _notebook_errors
@@ -63,7 +63,7 @@ __all__ = [
     "FALLOC_FL_PUNCH_HOLE", "PROT_NONE", "PROT_READ", "PROT_WRITE", "PROT_EXEC",
     "MREMAP_MAYMOVE", "MREMAP_FIXED",
     "SigBus", "SigSegv", "UserfaultPending", "PartialProgress", "ProcessExited", "Unsupported",
-    "SimError", "VM_FAULT_OOM", "VM_FAULT_SIGBUS",
+    "SimError", "StateKept", "TaskHung", "VM_FAULT_OOM", "VM_FAULT_SIGBUS",
     "Geometry", "Hstate", "HugetlbLevel", "KernelProfile", "X86_64", "X86_64_5LEVEL", "TOY",
     "PAGE_SHIFT", "PAGE_SIZE", "PMD_SHIFT", "PUD_SHIFT", "INT_MAX", "SCHEMES",
     "overflow_math", "vmemmap_cost", "vmemmap_machine_cost", "draw", "draw_compare",
