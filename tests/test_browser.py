@@ -600,7 +600,7 @@ def test_explorer_is_legible_at_every_width(playwright, theme):
 # ------------------------------------------------------------------------------------------
 # the same measurements inside JupyterLab itself; the tour's glossary link (issue 15)
 # ------------------------------------------------------------------------------------------
-LAB_WIDTHS = (1024, 1920)
+LAB_WIDTHS = (1024, 1366, 1920)
 OVERRIDES = ROOT / "scripts" / "jupyterlab" / "overrides.json"
 LAB_THEMES = {"light": "JupyterLab Light", "dark": "JupyterLab Dark"}
 
@@ -651,7 +651,7 @@ def _lab_shot(page, path: Path):
 @pytest.mark.parametrize("theme", THEMES)
 def test_explorer_is_legible_in_jupyterlab(playwright, theme):
     """As test_explorer_is_legible_at_every_width, inside JupyterLab (file browser open, its
-    default) at 1024 and 1920 px, light and dark: diagram text >= 11 px, no clipped counter,
+    default) at 1024, 1366 and 1920 px, light and dark: diagram text >= 11 px, no clipped counter,
     every explorer text WCAG AA.  Screenshots: docs/screens/lab-*.png."""
     work = workdir("hgmviz-lab-legible-", notebooks=[])
     (work / "notebooks").mkdir()
