@@ -12,6 +12,9 @@ Modules
     :mod:`~hgmviz.kernelcheck.live`
         :class:`LiveMachine`: real processes and hugetlb memfds behind the simulator's API
         (root; restores every setting it touches, reaps every process, in all cases).
+    :mod:`~hgmviz.kernelcheck.liveprocess`
+        :class:`LiveProcess` and :class:`LiveFile` (one real process, one memfd) and the wire
+        to a worker; re-exported by ``live``.
     :mod:`~hgmviz.kernelcheck.scenarios`
         the scenarios, plain data, each with the expectations the rules of domain.md section
         2 imply.
