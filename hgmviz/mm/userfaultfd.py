@@ -124,9 +124,12 @@ def userfaultfd_unregister(m, proc, addr, length):
     return 0
 
 
-def continue_target(m, what, mm, addr, length):
-    """``validate_range`` + ``find_dst_vma`` + the hugetlb alignment check of
-    ``mfill_atomic_hugetlb`` (PAGE_SIZE on an HGM VMA, HGM v2 33/46)."""
+def uffd_dst_vma(m, what, mm, addr, length):
+    """The checks UFFDIO_CONTINUE and UFFDIO_COPY share before their own alignment rule:
+    ``validate_range`` (fs/userfaultfd.c, called by ``userfaultfd_continue`` and
+    ``userfaultfd_copy``: EINVAL) and ``find_dst_vma`` (mm/userfaultfd.c, called by
+    ``mfill_atomic``; v6.2 ``__mcopy_atomic``: the range inside one VMA registered with
+    userfaultfd, else ENOENT).  Returns ``(vma, hstate, addr, length, end)``."""
     addr, length, end = mmap.check_page_range(m, what, addr, length)
     if length == 0 or length & (m.geometry.PAGE_SIZE - 1):
         raise syscall_error(errno.EINVAL, "%s: length must be a positive multiple of %d"
@@ -135,7 +138,13 @@ def continue_target(m, what, mm, addr, length):
     if vma is None or end > vma.end or not vma.uffd:
         raise syscall_error(errno.ENOENT, "%s: %#x-%#x is not inside one VMA registered with "
                             "userfaultfd (find_dst_vma)" % (what, addr, end))
-    h = m._hstate_of(vma)
+    return vma, m._hstate_of(vma), addr, length, end
+
+
+def continue_target(m, what, mm, addr, length):
+    """:func:`uffd_dst_vma` + the hugetlb alignment check of ``mfill_atomic_hugetlb``
+    (PAGE_SIZE on an HGM VMA, HGM v2 33/46)."""
+    vma, h, addr, length, end = uffd_dst_vma(m, what, mm, addr, length)
     gran = m.geometry.PAGE_SIZE if vma.hgm else h.size
     if addr & (gran - 1) or length & (gran - 1):
         raise syscall_error(errno.EINVAL, "%s: on a %s hugetlb VMA%s the range must be aligned "
@@ -301,15 +310,7 @@ def uffdio_copy(m, proc, addr, length):
     faults are woken (a retried touch then finds the page)."""
     mm = m._mm(proc)
     what = "UFFDIO_COPY"
-    addr, length, end = mmap.check_page_range(m, what, addr, length)
-    if length == 0 or length & (m.geometry.PAGE_SIZE - 1):
-        raise syscall_error(errno.EINVAL, "%s: length must be a positive multiple of %d"
-                            % (what, m.geometry.PAGE_SIZE))
-    vma = m._find_vma(mm, addr)
-    if vma is None or end > vma.end or not vma.uffd:
-        raise syscall_error(errno.ENOENT, "%s: %#x-%#x is not inside one VMA registered with "
-                            "userfaultfd (find_dst_vma)" % (what, addr, end))
-    h = m._hstate_of(vma)
+    vma, h, addr, length, end = uffd_dst_vma(m, what, mm, addr, length)
     if addr & (h.size - 1) or length & (h.size - 1):
         raise syscall_error(errno.EINVAL, "%s: on a %s hugetlb VMA the range must be aligned to "
                             "the hugepage (mfill_atomic_hugetlb)" % (what, _fmt(h.size)))
