@@ -35,6 +35,20 @@ FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 
 
+def _check_file_size(h, size: int) -> None:
+    """The size checks ``ftruncate`` makes on a hugetlbfs file (fs/attr.c ``inode_newsize_ok``:
+    EFBIG past ``s_maxbytes``; fs/hugetlbfs/inode.c ``hugetlbfs_setattr``, mainline v6.2:
+    EINVAL unless a multiple of the hugepage size ``h.size``), for memfd_create's and
+    ftruncate's sizes alike."""
+    if size > MAX_LFS_FILESIZE:
+        raise syscall_error(errno.EFBIG, "ftruncate: size %#x is larger than a file may be "
+                            "(s_maxbytes, 2**63-1; inode_newsize_ok)" % size)
+    if size & (h.size - 1):
+        raise syscall_error(errno.EINVAL, "ftruncate: the size of a hugetlbfs file must be a "
+                            "multiple of the hugepage size %s (hugetlbfs_setattr), not %d"
+                            % (_fmt(h.size), size))
+
+
 def memfd_create(m, size, hstate, name):
     """``memfd_create(name, MFD_HUGETLB | MFD_HUGE_<size>)`` (mm/memfd.c v6.2) →
     ``hugetlb_file_setup``, then ``ftruncate(size)`` → ``hugetlbfs_setattr``."""
@@ -52,13 +66,7 @@ def memfd_create(m, size, hstate, name):
     except ValueError as e:
         raise syscall_error(errno.EINVAL, "memfd_create(MFD_HUGETLB): %s" % e) from None
     size = _check_int("size", size)
-    if size > MAX_LFS_FILESIZE:
-        raise syscall_error(errno.EFBIG, "ftruncate: size %#x is larger than a file may be "
-                            "(s_maxbytes, 2**63-1; inode_newsize_ok)" % size)
-    if size & (h.size - 1):
-        raise syscall_error(errno.EINVAL, "ftruncate: the size of a hugetlbfs file must be a "
-                            "multiple of the hugepage size %s (hugetlbfs_setattr), not %d"
-                            % (_fmt(h.size), size))
+    _check_file_size(h, size)
     fid = m._next_file
     m._next_file += 1
     # the page cache and resv_map start empty: they grow with what is mapped or allocated
@@ -195,13 +203,7 @@ def hugetlbfs_setattr(m, f, size):
     size = int(size)
     if size < 0:
         raise syscall_error(errno.EINVAL, "ftruncate: the size must be >= 0, not %d" % size)
-    if size > MAX_LFS_FILESIZE:
-        raise syscall_error(errno.EFBIG, "ftruncate: size %#x is larger than a file may be "
-                            "(s_maxbytes, 2**63-1; inode_newsize_ok)" % size)
-    if size & (h.size - 1):
-        raise syscall_error(errno.EINVAL, "ftruncate: the size of a hugetlbfs file must be a "
-                            "multiple of the hugepage size %s (hugetlbfs_setattr), not %d"
-                            % (_fmt(h.size), size))
+    _check_file_size(h, size)
     m.call_path = ["ftruncate", "do_truncate", "hugetlbfs_setattr"]
     if size < st.size:
         hugetlb_vmtruncate(m, st, size)
