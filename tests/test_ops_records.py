@@ -79,6 +79,18 @@ def test_cross_check_step_lines_read_as_calls():
     assert O.Touch("p", ("a", 0), False).describe_call() == "p.touch(a, read)"
 
 
+def test_the_scenario_prologue_is_the_three_explicit_steps():
+    from hgmviz.kernelcheck.scenarios import mmap, memfd, prologue, spawn
+    assert get_scenario("fault").steps[:3] == (
+        memfd("f", 4 << 20), spawn("p"),
+        mmap("p", "a", "f", 4 << 20, maps={"A0": None, "A1": None}, pool=(0, +2),
+             why="MAP_SHARED reserves one page per hugepage of the range (hugetlb_reserve_pages)"))
+    assert prologue(4 << 20, 2 << 20, bind="s", hstate=1 << 30, addr=1 << 36) == (
+        memfd("f", 4 << 20, hstate=1 << 30), spawn("p"),
+        mmap("p", "s", "f", 2 << 20, addr=1 << 36))
+    assert prologue(4 << 20) != (memfd("f", 4 << 20), spawn("p"), mmap("p", "a", "f", 2 << 20))
+
+
 def test_one_size_parser_and_formatter():
     assert parse_size("2 MiB") == parse_size("2M") == 2 << 20
     assert [format_size(n) for n in (4096, 16773120, 3)] == ["4 KiB", "16,380 KiB", "3 B"]

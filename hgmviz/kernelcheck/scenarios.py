@@ -187,6 +187,14 @@ def mremap(proc, at, length, new_len, flags=0, new_addr=None, **kw):
     return CheckStep(O.Mremap(proc, at.addr, length, new_len, _MREMAP[flags], new_addr), **kw)
 
 
+def prologue(size, length=None, bind="a", hstate=H2M, **kw):
+    """The steps most scenarios start with: memfd ``f`` of ``size`` bytes (``hstate``), spawn
+    ``p``, and ``p`` maps ``length`` bytes of ``f`` (all of it by default) as ``bind``; ``kw``
+    goes to that :func:`mmap` (``pool=``, ``addr=``, ``why=``, ...)."""
+    return (memfd("f", size, hstate=hstate), spawn("p"),
+            mmap("p", bind, "f", size if length is None else length, **kw))
+
+
 def P(name, proc, mapping, offset):
     return Probe(name, proc, At(mapping, offset))
 
@@ -203,10 +211,9 @@ S.append(CheckScenario(
     {H2M: 4},
     (P("A0", "p", "a", 0x5000), P("A1", "p", "a", H2M + 0x7000)),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB, maps={"A0": None, "A1": None}, pool=(0, +2),
-             why="MAP_SHARED reserves one page per hugepage of the range (hugetlb_reserve_pages)"),
+        *prologue(4 * MiB, maps={"A0": None, "A1": None}, pool=(0, +2),
+                  why="MAP_SHARED reserves one page per hugepage of the range "
+                      "(hugetlb_reserve_pages)"),
         touch("p", At("a", 0x5000), maps={"A0": 1}, pool=(-1, +1),
               why="the write fault maps the page at PMD level"),
         touch("p", At("a", 0x5000), maps={"A0": 1}, pool=(-1, +1),
@@ -223,9 +230,7 @@ S.append(CheckScenario(
     {H2M: 4},
     (P("A", "p", "a", 0x5000), P("B", "p", "b", 0x1000), P("C", "q", "c", 0x3000)),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 2 * MiB, pool=(0, +1)),
+        *prologue(4 * MiB, 2 * MiB, pool=(0, +1)),
         mmap("p", "b", "f", 2 * MiB, pool=(0, +1),
              why="the range is already reserved in the file's resv_map: no new reservation"),
         touch("p", At("a", 0x5000), maps={"A": 1, "B": None}, pool=(-1, 0)),
@@ -245,9 +250,7 @@ S.append(CheckScenario(
     {H2M: 4},
     (P("A0", "p", "a", 0x5000), P("A1", "p", "a", H2M + 0x5000), P("B0", "p", "b", 0x5000)),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        *prologue(4 * MiB, pool=(0, +2)),
         mmap("p", "b", "f", 2 * MiB),
         touch("p", At("a", 0x5000), pool=(-1, +1)),
         touch("p", At("a", H2M + 0x5000), pool=(-2, 0)),
@@ -264,9 +267,7 @@ S.append(CheckScenario(
     {H2M: 4},
     (P("A0", "p", "a", 0x5000),),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB),
+        *prologue(4 * MiB),
         touch("p", At("a", 0x5000), maps={"A0": 1}, pool=(-1, +1)),
         munmap("p", At("a", 0x1000), 2 * MiB, expect="EINVAL", why="unaligned start"),
         munmap("p", At("a"), 4 * KiB, expect="EINVAL", why="aligned start, 4 KiB: end unaligned"),
@@ -282,9 +283,7 @@ S.append(CheckScenario(
     {H2M: 4},
     (P("A0", "p", "a", 0x5000), P("B0", "p", "b", 0x5000)),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        *prologue(4 * MiB, pool=(0, +2)),
         mmap("p", "b", "f", 2 * MiB),
         touch("p", At("a", 0x5000), pool=(-1, +1)),
         touch("p", At("b", 0x5000), maps={"A0": 2, "B0": 2}, pool=(-1, +1)),
@@ -299,9 +298,7 @@ S.append(CheckScenario(
     {H2M: 4},
     (P("A0", "p", "a", 0x5000),),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB),
+        *prologue(4 * MiB),
         touch("p", At("a", 0x5000), maps={"A0": 1}),
         madvise("p", At("a", 0x1000), 2 * MiB, expect="EINVAL", maps={"A0": 1}),
         madvise("p", At("a", 0x1000), 4 * KiB, expect="EINVAL", maps={"A0": 1}),
@@ -315,9 +312,7 @@ S.append(CheckScenario(
     {H2M: 4},
     (P("A0", "p", "a", 0x5000), P("A1", "p", "a", H2M + 0x5000)),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB),
+        *prologue(4 * MiB),
         touch("p", At("a", 0x5000)),
         touch("p", At("a", H2M + 0x5000), maps={"A0": 1, "A1": 1}, pool=(-2, 0)),
         madvise("p", At("a"), 4 * KiB, maps={"A0": 1, "A1": 1}, why="silent no-op"),
@@ -333,9 +328,7 @@ S.append(CheckScenario(
     {H2M: 4},
     (P("A0", "p", "a", 0x5000), P("B0", "p", "b", 0x5000)),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 2 * MiB, addr=PUD_ALIGNED, pool=(0, +1)),
+        *prologue(4 * MiB, 2 * MiB, addr=PUD_ALIGNED, pool=(0, +1)),
         mmap("p", "b", "f", 2 * MiB, offset=2 * MiB, addr=PUD_ALIGNED + 4 * MiB, pool=(0, +2),
              why="2 MiB of nothing between a and b"),
         touch("p", At("a", 0x5000), pool=(-1, +1)),
@@ -351,8 +344,7 @@ S.append(CheckScenario(
 
 def _minor_setup(extra_pages_in_cache=(0,)):
     """p maps f twice: b (plain) to fill the page cache, a registered for MINOR faults."""
-    steps = [memfd("f", 4 * MiB), spawn("p"),
-             mmap("p", "b", "f", 4 * MiB, pool=(0, +2)),
+    steps = [*prologue(4 * MiB, bind="b", pool=(0, +2)),
              mmap("p", "a", "f", 4 * MiB, pool=(0, +2))]
     for n, i in enumerate(extra_pages_in_cache, 1):
         steps.append(touch("p", At("b", i * H2M + 0x5000), pool=(-n, 2 - n)))
@@ -430,9 +422,7 @@ S.append(CheckScenario(
     {H2M: 4},
     (P("A0", "p", "a", 0x5000), P("B0", "p", "b", 0x5000)),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        *prologue(4 * MiB, pool=(0, +2)),
         mmap("p", "b", "f", 4 * MiB),
         register("p", At("a"), 4 * MiB, "missing"),
         touch("p", At("a", 0x5000), expect="userfault:missing", maps={"A0": None},
@@ -452,9 +442,7 @@ S.append(CheckScenario(
     (P("A0", "p", "a", 0x5000), P("A1", "p", "a", H2M + 0x5000),
      P("C0", "c", "a", 0x5000), P("C1", "c", "a", H2M + 0x5000)),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB),
+        *prologue(4 * MiB),
         touch("p", At("a", 0x5000), maps={"A0": 1, "A1": None}, pool=(-1, +1)),
         fork("p", "c", maps={"A0": 1, "C0": None, "C1": None}),
         touch("c", At("a", 0x5000), maps={"A0": 2, "C0": 2}),
@@ -473,9 +461,7 @@ S.append(CheckScenario(
     (P("A0", "p", "a", 0x5000), P("A1", "p", "a", H2M + 0x5000),
      P("C0", "c", "a", 0x5000), P("C1", "c", "a", H2M + 0x5000)),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB),
+        *prologue(4 * MiB),
         touch("p", At("a", 0x5000), maps={"A0": 1, "A1": None}, pool=(-1, +1)),
         register("p", At("a"), 4 * MiB, "wp", event_fork=True),
         fork("p", "c", maps={"A0": 2, "C0": 2, "C1": None, "A1": None}),
@@ -491,9 +477,7 @@ S.append(CheckScenario(
     {H2M: 4},
     (P("A0", "p", "a", 0x5000), P("C0", "c", "a", 0x5000)),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB),
+        *prologue(4 * MiB),
         touch("p", At("a", 0x5000), maps={"A0": 1}, pool=(-1, +1)),
         register("p", At("a"), 4 * MiB, "wp"),
         fork("p", "c", maps={"A0": 1, "C0": None}),
@@ -527,9 +511,7 @@ S.append(CheckScenario(
     (P("A0", "p", "a", 0x5000), P("A1", "p", "a", H2M + 0x5000),
      P("C0", "c", "a", 0x5000), P("C1", "c", "a", H2M + 0x5000)),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        *prologue(4 * MiB, pool=(0, +2)),
         fork("p", "c"),
         touch("c", At("a", 0x5000), pool=(-1, +1)),
         touch("c", At("a", H2M + 0x5000), maps={"C0": 1, "C1": 1, "A0": None, "A1": None},
@@ -552,10 +534,8 @@ S.append(CheckScenario(
      P("C4", "c", "a", 4 * MiB + 0x5000), P("C6", "c", "a", 6 * MiB + 0x1000),
      P("Q4", "q", "b", 4 * MiB + 0x5000), P("Q8", "q", "b", 8 * MiB + 0x2000)),
     (
-        memfd("f", GiB),
-        spawn("p"),
-        mmap("p", "a", "f", GiB, addr=PUD_ALIGNED, noreserve=True, pool=(0, 0),
-             why="MAP_NORESERVE: no reservation for the 512 pages"),
+        *prologue(GiB, addr=PUD_ALIGNED, noreserve=True, pool=(0, 0),
+                  why="MAP_NORESERVE: no reservation for the 512 pages"),
         touch("p", At("a", 4 * MiB + 0x5000), maps={"A4": 1, "A6": None, "A8": None},
               pool=(-1, 0)),
         fork("p", "c", maps={"C4": None, "C6": None}, why="lazy: nothing copied"),
@@ -580,9 +560,7 @@ S.append(CheckScenario(
     (P("A", "p", "a", 4 * MiB + 0x5000), P("B", "p", "b", 4 * MiB + 0x5000),
      P("A6", "p", "a", 6 * MiB), P("B6", "p", "b", 6 * MiB)),
     (
-        memfd("f", GiB),
-        spawn("p"),
-        mmap("p", "a", "f", GiB, addr=PUD_ALIGNED, noreserve=True),
+        *prologue(GiB, addr=PUD_ALIGNED, noreserve=True),
         mmap("p", "b", "f", GiB, addr=PUD_ALIGNED + 2 * GiB, noreserve=True, pool=(0, 0)),
         touch("p", At("a", 4 * MiB + 0x5000), maps={"A": 1, "B": None}, pool=(-1, 0),
               why="b has no page table below its PUD entry yet"),
@@ -601,9 +579,7 @@ S.append(CheckScenario(
     {H2M: 4},
     (P("A0", "p", "a", 0x5000),),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        *prologue(4 * MiB, pool=(0, +2)),
         touch("p", At("a", 0x5000), pool=(-1, +1)),
         touch("p", At("a", H2M + 0x5000), maps={"A0": 1}, pool=(-2, 0)),
         munmap("p", At("a"), 4 * MiB, maps={"A0": None}, pool=(-2, 0),
@@ -619,9 +595,7 @@ S.append(CheckScenario(
     {H2M: 4},
     (P("A0", "p", "a", 0x5000),),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        *prologue(4 * MiB, pool=(0, +2)),
         touch("p", At("a", 0x5000), maps={"A0": 1}, pool=(-1, +1)),
         close("f", maps={"A0": 1}, pool=(-1, +1)),
         touch("p", At("a", H2M + 0x5000), pool=(-2, 0), why="the mapping still works"),
@@ -637,9 +611,7 @@ S.append(CheckScenario(
     {H2M: 4},
     (P("A0", "p", "a", 0x5000), P("B1", "p", "b", H2M + 0x5000)),
     (
-        memfd("f", 8 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 8 * MiB, pool=(0, +4)),
+        *prologue(8 * MiB, pool=(0, +4)),
         touch("p", At("a", 0x5000), maps={"A0": 1}, pool=(-1, +3)),
         munmap("p", At("a"), 8 * MiB, maps={"A0": None}, pool=(-1, +3)),
         mmap("p", "b", "f", 4 * MiB, pool=(-1, +3)),
@@ -658,9 +630,7 @@ S.append(CheckScenario(
     (P("A0", "p", "a", 0x5000), P("A1", "p", "a", H2M + 0x5000),
      P("A2", "p", "a", 2 * H2M + 0x5000)),
     (
-        memfd("f", 8 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 8 * MiB, noreserve=True, pool=(0, 0)),
+        *prologue(8 * MiB, noreserve=True, pool=(0, 0)),
         touch("p", At("a", 0x5000), maps={"A0": 1}, pool=(-1, 0)),
         touch("p", At("a", H2M + 0x5000), maps={"A1": 1}, pool=(-2, 0)),
         touch("p", At("a", 2 * H2M + 0x5000), expect="SIGBUS", maps={"A2": None},
@@ -679,9 +649,7 @@ S.append(CheckScenario(
     {H1G: 1},
     (P("A", "p", "a", 0x5000), P("A2", "p", "a", 2 * MiB + 0x1000), P("B", "p", "b", 0x3000)),
     (
-        memfd("f", GiB, hstate=H1G),
-        spawn("p"),
-        mmap("p", "a", "f", GiB, pool=(0, +1)),
+        *prologue(GiB, hstate=H1G, pool=(0, +1)),
         touch("p", At("a", 0x5000), maps={"A": 1, "A2": 1}, pool=(-1, 0)),
         mmap("p", "b", "f", GiB),
         touch("p", At("b", 0x3000), maps={"A": 2, "A2": 2, "B": 2}),
@@ -703,9 +671,7 @@ S.append(CheckScenario(
     {H2M: 2},
     (P("S", "p", "s", 0x5000), P("Q", "p", "q", 0x5000)),
     (
-        memfd("f", 2 * MiB),
-        spawn("p"),
-        mmap("p", "s", "f", 2 * MiB, pool=(0, +1)),
+        *prologue(2 * MiB, bind="s", pool=(0, +1)),
         touch("p", At("s", 0x5000), maps={"S": 1}, pool=(-1, 0)),
         mmap("p", "q", "f", 2 * MiB, shared=False, pool=(-1, +1),
              why="a private VMA reserves every page of its range"),
@@ -721,9 +687,7 @@ S.append(CheckScenario(
     {H2M: 2},
     (P("Q", "p", "q", 0x3000), P("S", "p", "s", 0x3000)),
     (
-        memfd("f", 2 * MiB),
-        spawn("p"),
-        mmap("p", "q", "f", 2 * MiB, shared=False, pool=(0, +1)),
+        *prologue(2 * MiB, bind="q", shared=False, pool=(0, +1)),
         touch("p", At("q", 0x3000), write=False, maps={"Q": 1}, pool=(-1, 0)),
         mmap("p", "s", "f", 2 * MiB, pool=(-1, +1)),
         touch("p", At("s", 0x3000), maps={"Q": 1, "S": 1}, pool=(-2, 0),
@@ -740,9 +704,7 @@ S.append(CheckScenario(
     {H2M: 2},
     (P("A", "p", "q", 0x1000), P("C", "c", "q", 0x1000)),
     (
-        memfd("f", 2 * MiB),
-        spawn("p"),
-        mmap("p", "q", "f", 2 * MiB, shared=False, pool=(0, +1)),
+        *prologue(2 * MiB, bind="q", shared=False, pool=(0, +1)),
         touch("p", At("q", 0x1000), maps={"A": 1}, pool=(-1, 0)),
         fork("p", "c", maps={"A": 2, "C": 2}),
         touch("c", At("q", 0x1000), maps={"A": 1, "C": 1}, pool=(-2, 0)),
@@ -757,9 +719,7 @@ S.append(CheckScenario(
     {H2M: 1},
     (P("A", "p", "q", 0x1000), P("C", "c", "q", 0x1000)),
     (
-        memfd("f", 2 * MiB),
-        spawn("p"),
-        mmap("p", "q", "f", 2 * MiB, shared=False, pool=(0, +1)),
+        *prologue(2 * MiB, bind="q", shared=False, pool=(0, +1)),
         touch("p", At("q", 0x1000), maps={"A": 1}, pool=(-1, 0)),
         fork("p", "c", maps={"A": 2, "C": 2}),
         touch("p", At("q", 0x1000), maps={"A": 1, "C": None}, pool=(-1, 0)),
@@ -780,9 +740,7 @@ S.append(CheckScenario(
     {H2M: 2},
     (P("A", "p", "a", 0x5000), P("C", "c", "a", 0x5000)),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        *prologue(4 * MiB, pool=(0, +2)),
         touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, +1)),
         fork("p", "c", maps={"A": 1, "C": None}),
         touch("c", At("a", 0x5000), maps={"A": 2, "C": 2}),
@@ -801,9 +759,7 @@ S.append(CheckScenario(
     {H2M: 2},
     (P("A", "p", "a", 0x5000),),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        *prologue(4 * MiB, pool=(0, +2)),
         touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, +1)),
         fallocate("f", 2 * MiB, 2 * MiB, PUNCH, pool=(-1, +1)),
         fallocate("f", 0, 2 * MiB, PUNCH, maps={"A": None}, pool=(0, +1)),
@@ -819,9 +775,7 @@ S.append(CheckScenario(
     {H2M: 2},
     (P("A", "p", "a", 0x5000), P("C", "c", "a", 0x5000), P("Q", "p", "q", 0x5000)),
     (
-        memfd("f", 2 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 2 * MiB, pool=(0, +1)),
+        *prologue(2 * MiB, pool=(0, +1)),
         touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, 0)),
         fork("p", "c"),
         touch("c", At("a", 0x5000), maps={"A": 2, "C": 2}),
@@ -855,9 +809,7 @@ S.append(CheckScenario(
     {H2M: 1},
     (P("A", "p", "a", 0x5000), P("C", "c", "a", 0x5000)),
     (
-        memfd("f", GiB),
-        spawn("p"),
-        mmap("p", "a", "f", GiB, addr=PUD_ALIGNED, noreserve=True, pool=(0, 0)),
+        *prologue(GiB, addr=PUD_ALIGNED, noreserve=True, pool=(0, 0)),
         touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, 0)),
         fork("p", "c"),
         touch("c", At("a", 0x5000), maps={"A": 1, "C": 1},
@@ -874,9 +826,7 @@ S.append(CheckScenario(
     {H2M: 2},
     (P("A", "p", "a", 0x5000),),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 2 * MiB, addr=PUD_ALIGNED, pool=(0, +1)),
+        *prologue(4 * MiB, 2 * MiB, addr=PUD_ALIGNED, pool=(0, +1)),
         touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, 0)),
         mmap("p", "x", "f", 2 * MiB, addr=PUD_ALIGNED + 0x1000, expect="EINVAL", maps={"A": 1}),
         mmap("p", "y", "f", 2 * MiB, offset=0x1000, addr=PUD_ALIGNED, expect="EINVAL",
@@ -891,9 +841,7 @@ S.append(CheckScenario(
     {H2M: 2},
     (P("A", "p", "a", 0x5000), P("B", "p", "b", 0x5000)),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 2 * MiB, addr=PUD_ALIGNED, pool=(0, +1)),
+        *prologue(4 * MiB, 2 * MiB, addr=PUD_ALIGNED, pool=(0, +1)),
         mmap("p", "b", "f", 2 * MiB, offset=2 * MiB, addr=PUD_ALIGNED + 2 * MiB, pool=(0, +2)),
         register("p", At("a"), 4 * MiB, "missing"),
         unregister("p", At("a"), 3 * MiB, expect="EINVAL"),
@@ -910,9 +858,7 @@ S.append(CheckScenario(
     {H2M: 2},
     (P("A", "p", "a", 0x5000), P("B", "p", "a", 2 * MiB + 0x5000)),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB, addr=PUD_ALIGNED, pool=(0, +2)),
+        *prologue(4 * MiB, addr=PUD_ALIGNED, pool=(0, +2)),
         touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, +1)),
         mprotect("p", At("a"), 2 * MiB + 0x1000, 1, expect="EINVAL"),
         mprotect("p", At("a", 2 * MiB), 2 * MiB, 1),
@@ -933,9 +879,7 @@ S.append(CheckScenario(
     (P("A", "p", "a", 0x5000), P("B", "p", "a", 2 * MiB + 0x5000),
      P("N", "p", "n", 0x5000)),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB, addr=PUD_ALIGNED, pool=(0, +2)),
+        *prologue(4 * MiB, addr=PUD_ALIGNED, pool=(0, +2)),
         mmap("p", "n", "f", 2 * MiB, addr=PUD_ALIGNED + GiB, pool=(0, +2)),
         munmap("p", At("n"), 2 * MiB),
         touch("p", At("a", 0x5000), maps={"A": 1}, pool=(-1, +1)),
@@ -958,9 +902,7 @@ S.append(CheckScenario(
     {H2M: 2},
     (P("A", "p", "a", 0x5000), P("B", "p", "b", 0x5000)),
     (
-        memfd("f", 4 * MiB),
-        spawn("p"),
-        mmap("p", "a", "f", 4 * MiB, pool=(0, +2)),
+        *prologue(4 * MiB, pool=(0, +2)),
         register("p", At("a"), 4 * MiB, "missing"),
         touch("p", At("a", 0x5000), expect="userfault:missing", maps={"A": None}),
         copy("p", At("a"), 2 * MiB, maps={"A": 1}, pool=(-1, +1)),
