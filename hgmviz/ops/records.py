@@ -37,7 +37,7 @@ __all__ = ["Operation", "OpSpec", "Button", "operation", "OPERATIONS", "ADVICE_N
            "FALLOC_MODES", "PROT_NAMES", "MREMAP_NAMES", "Spawn", "MemfdCreate", "Fallocate",
            "Ftruncate", "Close", "Mprotect", "Mremap", "Mmap", "Munmap", "Madvise", "Touch",
            "Fork", "Exit", "UffdioRegister", "UffdioCopy", "UffdioWake", "UffdioContinue",
-           "UffdioContinueBatch", "Inject"]
+           "UffdioContinueBatch", "Inject", "RangeOp"]
 
 Addr = Union[int, str, tuple]
 
@@ -265,6 +265,18 @@ FALLOC_MODES = {"0": 0, "FALLOC_FL_KEEP_SIZE": FALLOC_FL_KEEP_SIZE,
 INJECT_POINTS = ("pagecache_vanish", "after_pte_alloc")
 
 
+@dataclass(frozen=True)
+class RangeOp(Operation):
+    """The fields every ranged operation starts with, in this order: the process, the start
+    address and the length (``proc.munmap(addr, length)``, ``proc.madvise(addr, length,
+    advice)``, ...).  A ranged record derives from it and lists only its own further fields;
+    it is not an operation itself (:func:`spec_of` refuses it)."""
+
+    proc: str = arg(PROC)
+    addr: Addr = arg(ADDR)
+    length: int = arg(SIZE)
+
+
 @operation(word="spawn", text="A new process with an empty address space",
            call_path="fork + exec", call="machine.spawn() -> proc",
            log="spawn {proc}", c="{proc} = spawn()",
@@ -368,10 +380,8 @@ class Mmap(Operation):
            call="proc.munmap(addr, length)", log="munmap {proc} {addr}, {length}",
            c="{proc}: munmap({addr}, {length})",
            buttons=[Button("munmap", "munmap", order=60, row=1)])
-class Munmap(Operation):
-    proc: str = arg(PROC)
-    addr: Addr = arg(ADDR)
-    length: int = arg(SIZE)
+class Munmap(RangeOp):
+    pass
 
 
 @operation(word="mprotect", text="Change the protection of [address, address+length): VMAs are "
@@ -383,10 +393,7 @@ class Munmap(Operation):
                            "mprotect(PROT_READ) over [address, address+length): the VMA is "
                            "split at hugepage boundaries; a write there is then SIGSEGV",
                            row=1)])
-class Mprotect(Operation):
-    proc: str = arg(PROC)
-    addr: Addr = arg(ADDR)
-    length: int = arg(SIZE)
+class Mprotect(RangeOp):
     prot: str = arg(Choice(PROT_NAMES, PROT_NAMES), "PROT_READ")
 
 
@@ -397,10 +404,7 @@ class Mprotect(Operation):
            call="proc.mremap(addr, length, new_length, flags, new_addr)",
            log="mremap {proc} {addr}, {length} → {new_length}{where}", returns="at {value:#x}",
            c="{proc}: mremap({addr}, {length}, {new_length}, {flags})")
-class Mremap(Operation):
-    proc: str = arg(PROC)
-    addr: Addr = arg(ADDR)
-    length: int = arg(SIZE)
+class Mremap(RangeOp):
     new_length: int = arg(SIZE)
     flags: str = arg(Choice(MREMAP_NAMES, MREMAP_NAMES), "0")
     new_addr: Optional[int] = arg(OPT_ADDR, None)
@@ -427,10 +431,7 @@ class Mremap(Operation):
                Button("remove", "MADV_REMOVE", (("advice", "MADV_REMOVE"),), 55,
                       "madvise(MADV_REMOVE): punch the file range a shared VMA maps, in every "
                       "process (madvise_remove → vfs_fallocate(PUNCH_HOLE))", 1)])
-class Madvise(Operation):
-    proc: str = arg(PROC)
-    addr: Addr = arg(ADDR)
-    length: int = arg(SIZE)
+class Madvise(RangeOp):
     advice: str = arg(Choice(ADVICE_NAMES, ADVICE_NAMES))
 
 
@@ -480,10 +481,7 @@ class Exit(Operation):
            buttons=[Button("register", "UFFDIO_REGISTER", (("mode", "minor"),), 100,
                            "userfaultfd + UFFDIO_REGISTER(minor) over [address, "
                            "address+length): what UFFDIO_CONTINUE needs")])
-class UffdioRegister(Operation):
-    proc: str = arg(PROC)
-    addr: Addr = arg(ADDR)
-    length: int = arg(SIZE)
+class UffdioRegister(RangeOp):
     mode: str = arg(UffdMode(), "minor")
     event_fork: bool = arg(BOOL, False)
 
@@ -499,10 +497,8 @@ class UffdioRegister(Operation):
            log="UFFDIO_UNREGISTER {proc} {addr}, {length}",
            c="{proc}: UFFDIO_UNREGISTER({addr}, {length})",
            buttons=[Button("unregister", "UFFDIO_UNREGISTER", order=105)])
-class UffdioUnregister(Operation):
-    proc: str = arg(PROC)
-    addr: Addr = arg(ADDR)
-    length: int = arg(SIZE)
+class UffdioUnregister(RangeOp):
+    pass
 
 
 @operation(word="UFFDIO_COPY", text="Fill the missing hugepages of [address, address+length) "
@@ -511,20 +507,16 @@ class UffdioUnregister(Operation):
            call="proc.uffdio_copy(addr, length)", returns="copied {size}",
            log="UFFDIO_COPY {proc} {addr}, {length}", c="{proc}: UFFDIO_COPY({addr}, {length})",
            buttons=[Button("copy", "UFFDIO_COPY", order=22, row=1)])
-class UffdioCopy(Operation):
-    proc: str = arg(PROC)
-    addr: Addr = arg(ADDR)
-    length: int = arg(SIZE)
+class UffdioCopy(RangeOp):
+    pass
 
 
 @operation(word="UFFDIO_WAKE", text="Wake the faults waiting in [address, address+length): "
            "they retry", call_path="userfaultfd_wake → wake_userfault",
            call="proc.uffdio_wake(addr, length)", log="UFFDIO_WAKE {proc} {addr}, {length}",
            c="{proc}: UFFDIO_WAKE({addr}, {length})")
-class UffdioWake(Operation):
-    proc: str = arg(PROC)
-    addr: Addr = arg(ADDR)
-    length: int = arg(SIZE)
+class UffdioWake(RangeOp):
+    pass
 
 
 @operation(word="UFFDIO_CONTINUE", text="Map the page-cache pages of [address, "
@@ -534,10 +526,8 @@ class UffdioWake(Operation):
            log="UFFDIO_CONTINUE {proc} {addr}, {length}", returns="mapped {size}",
            c="{proc}: UFFDIO_CONTINUE({addr}, {length})",
            buttons=[Button("continue", "UFFDIO_CONTINUE", order=20, row=1)])
-class UffdioContinue(Operation):
-    proc: str = arg(PROC)
-    addr: Addr = arg(ADDR)
-    length: int = arg(SIZE)
+class UffdioContinue(RangeOp):
+    pass
 
 
 @operation(word="UFFDIO_CONTINUE", text="UFFDIO_CONTINUE over [address, address+length) "
@@ -546,10 +536,7 @@ class UffdioContinue(Operation):
            call="proc.uffdio_continue_batch(addr, length, piece)",
            log="UFFDIO_CONTINUE ×{count} {proc} {addr}, {piece} each", returns="mapped {size}",
            c="{proc}: {count} × UFFDIO_CONTINUE({addr}, {piece} each)")
-class UffdioContinueBatch(Operation):
-    proc: str = arg(PROC)
-    addr: Addr = arg(ADDR)
-    length: int = arg(SIZE)
+class UffdioContinueBatch(RangeOp):
     piece: int = arg(SIZE)
 
     @property
