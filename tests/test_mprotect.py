@@ -7,29 +7,17 @@ import pytest
 import hgmviz as hv
 from hgmviz.errors import StateKept
 
-from conftest import KIB4, MIB2, assert_unchanged
+from conftest import BASE, KIB4, MIB2, assert_unchanged
 
 pytestmark = pytest.mark.nojit
-
-BASE = 64 << 30
-
-
-@pytest.fixture
-def world():
-    m = hv.Machine(nr_hugepages={MIB2: 8})
-    f = m.memfd_create(8 << 20)
-    p = m.spawn()
-    a = p.mmap(f, 4 * MIB2, addr=BASE)
-    p.touch(a)
-    return m, f, p, a
 
 
 def prots(p):
     return [(v.start - BASE, v.end - BASE, v.prot) for v in p.vmas]
 
 
-def test_mprotect_splits_and_a_write_is_sigsegv(world):
-    m, f, p, a = world
+def test_mprotect_splits_and_a_write_is_sigsegv(mapped_at_base):
+    m, f, p, a = mapped_at_base
     folio = p.pagemap(a).folio
     refs = folio.refcount
     p.mprotect(a, MIB2, hv.PROT_READ)
@@ -45,14 +33,14 @@ def test_mprotect_splits_and_a_write_is_sigsegv(world):
     assert m.audit() == []
 
 
-def test_same_protection_does_not_split(world):
-    m, f, p, a = world
+def test_same_protection_does_not_split(mapped_at_base):
+    m, f, p, a = mapped_at_base
     p.mprotect(a + MIB2, MIB2, hv.PROT_READ | hv.PROT_WRITE)
     assert len(p.vmas) == 1
 
 
-def test_mprotect_refusals_change_nothing(world):
-    m, f, p, a = world
+def test_mprotect_refusals_change_nothing(mapped_at_base):
+    m, f, p, a = mapped_at_base
     assert_unchanged(m, lambda: p.mprotect(a, MIB2 + KIB4, hv.PROT_READ), OSError, errno.EINVAL)
     assert_unchanged(m, lambda: p.mprotect(a + 1, MIB2, hv.PROT_READ), OSError, errno.EINVAL)
     assert_unchanged(m, lambda: p.mprotect(a, MIB2, 8), OSError, errno.EINVAL)
@@ -61,8 +49,8 @@ def test_mprotect_refusals_change_nothing(world):
     assert_unchanged(m, lambda: p.mprotect(a, MIB2, "r"), TypeError)
 
 
-def test_mprotect_stopped_by_a_failing_split_keeps_the_vmas_before(world):
-    m, f, p, a = world
+def test_mprotect_stopped_by_a_failing_split_keeps_the_vmas_before(mapped_at_base):
+    m, f, p, a = mapped_at_base
     b = p.mmap(f, 2 * MIB2, offset=4 * MIB2, addr=BASE + 4 * MIB2)
     with pytest.raises(StateKept) as info:
         p.mprotect(a, 5 * MIB2 + KIB4, hv.PROT_READ)
@@ -71,8 +59,8 @@ def test_mprotect_stopped_by_a_failing_split_keeps_the_vmas_before(world):
     assert prots(p)[1] == (4 * MIB2, 6 * MIB2, 3) and b
 
 
-def test_mprotect_into_a_hole_keeps_the_vmas_before(world):
-    m, f, p, a = world
+def test_mprotect_into_a_hole_keeps_the_vmas_before(mapped_at_base):
+    m, f, p, a = mapped_at_base
     with pytest.raises(StateKept) as info:
         p.mprotect(a, 6 * MIB2, hv.PROT_READ)
     assert info.value.errno == errno.ENOMEM

@@ -6,30 +6,19 @@ import pytest
 
 import hgmviz as hv
 
-from conftest import KIB4, MIB2, assert_unchanged
+from conftest import BASE, KIB4, MIB2, assert_unchanged
 
 pytestmark = pytest.mark.nojit
 
-BASE = 64 << 30
 MOVE = hv.MREMAP_MAYMOVE | hv.MREMAP_FIXED
-
-
-@pytest.fixture
-def world():
-    m = hv.Machine(nr_hugepages={MIB2: 8})
-    f = m.memfd_create(8 << 20)
-    p = m.spawn()
-    a = p.mmap(f, 4 * MIB2, addr=BASE)
-    p.touch(a)
-    return m, f, p, a
 
 
 def spans(p):
     return [(v.start - BASE, v.end - BASE) for v in p.vmas]
 
 
-def test_lengths_round_up_to_the_hugepage(world):
-    m, f, p, a = world
+def test_lengths_round_up_to_the_hugepage(mapped_at_base):
+    m, f, p, a = mapped_at_base
     before = m.state_digest()
     assert p.mremap(a + 3 * MIB2, MIB2, KIB4) == a + 3 * MIB2     # 2 MiB -> 2 MiB: a no-op
     assert spans(p) == [(0, 4 * MIB2)]
@@ -38,8 +27,8 @@ def test_lengths_round_up_to_the_hugepage(world):
     assert m.audit() == []
 
 
-def test_refusals(world):
-    m, f, p, a = world
+def test_refusals(mapped_at_base):
+    m, f, p, a = mapped_at_base
     e = assert_unchanged(m, lambda: p.mremap(a, MIB2, 2 * MIB2), OSError, errno.EINVAL)
     assert "cannot grow" in str(e)
     assert_unchanged(m, lambda: p.mremap(a + KIB4, MIB2, MIB2), OSError, errno.EINVAL)
@@ -52,8 +41,8 @@ def test_refusals(world):
                      errno.EINVAL)                                  # the ranges overlap
 
 
-def test_a_move_keeps_the_entries_and_the_counters(world):
-    m, f, p, a = world
+def test_a_move_keeps_the_entries_and_the_counters(mapped_at_base):
+    m, f, p, a = mapped_at_base
     folio = p.pagemap(a).folio
     counts = (folio.refcount, folio.entire_mapcount)
     new = p.mremap(a, MIB2, MIB2, MOVE, BASE + (1 << 30))

@@ -8,22 +8,14 @@ import pytest
 import hgmviz as hv
 from hgmviz.errors import StateKept
 
-from conftest import KIB4, MIB2, assert_unchanged
+from conftest import BASE, KIB4, MIB2, assert_unchanged, map_at_base
 
 pytestmark = pytest.mark.nojit
-
-BASE = 64 << 30
 
 
 @pytest.fixture
 def world():
-    m = hv.Machine(nr_hugepages={MIB2: 8})
-    f = m.memfd_create(8 << 20)
-    p = m.spawn()
-    a = p.mmap(f, 8 << 20, addr=BASE)
-    p.touch(a)
-    p.touch(a + MIB2)
-    return m, f, p, a
+    return map_at_base(8 << 20, touched=(0, MIB2))
 
 
 def spans(p):

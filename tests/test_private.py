@@ -32,6 +32,18 @@ def shared_page():
     return m, f, p, s
 
 
+@pytest.fixture
+def private_map():
+    """``private_map(pages=4, size=MIB2, **mmap_kw)``: a machine with ``pages`` 2 MiB pages,
+    a file of ``size`` bytes and one process mapping all of it MAP_PRIVATE: ``(m, f, p, q)``."""
+    def make(pages=4, size=MIB2, **kw):
+        m = hv.Machine(nr_hugepages={MIB2: pages})
+        f = m.memfd_create(size)
+        p = m.spawn()
+        return m, f, p, p.mmap(f, size, shared=False, **kw)
+    return make
+
+
 def test_private_read_maps_the_page_cache_page(shared_page):
     m, f, p, s = shared_page
     assert pool(m) == (3, 0)
@@ -72,11 +84,8 @@ def test_private_write_fault_on_a_page_cache_page_copies_at_once(shared_page):
     assert pool(m) == (2, 0)
 
 
-def test_private_fault_without_a_page_cache_page_is_anonymous():
-    m = hv.Machine(nr_hugepages={MIB2: 4})
-    f = m.memfd_create(MIB2)
-    p = m.spawn()
-    q = p.mmap(f, MIB2, shared=False)
+def test_private_fault_without_a_page_cache_page_is_anonymous(private_map):
+    m, f, p, q = private_map()
     assert pool(m) == (4, 1)
     p.touch(q, write=False)
     anon = folio(p, q)
@@ -92,11 +101,8 @@ def test_private_fault_without_a_page_cache_page_is_anonymous():
     assert m.audit() == []
 
 
-def test_fork_shares_then_the_child_copies():
-    m = hv.Machine(nr_hugepages={MIB2: 4})
-    f = m.memfd_create(MIB2)
-    p = m.spawn()
-    q = p.mmap(f, MIB2, shared=False)
+def test_fork_shares_then_the_child_copies(private_map):
+    m, f, p, q = private_map()
     p.touch(q)
     c = p.fork()
     anon = folio(p, q)
@@ -113,11 +119,8 @@ def test_fork_shares_then_the_child_copies():
     assert m.audit() == []
 
 
-def test_owner_cow_without_a_page_unmaps_the_child():
-    m = hv.Machine(nr_hugepages={MIB2: 1})
-    f = m.memfd_create(MIB2)
-    p = m.spawn()
-    q = p.mmap(f, MIB2, shared=False)
+def test_owner_cow_without_a_page_unmaps_the_child(private_map):
+    m, f, p, q = private_map(pages=1)
     p.touch(q)
     c = p.fork()
     assert pool(m) == (0, 0)
@@ -130,11 +133,8 @@ def test_owner_cow_without_a_page_unmaps_the_child():
     assert m.audit() == []
 
 
-def test_child_cow_without_a_page_is_sigbus_and_changes_nothing():
-    m = hv.Machine(nr_hugepages={MIB2: 1})
-    f = m.memfd_create(MIB2)
-    p = m.spawn()
-    q = p.mmap(f, MIB2, shared=False)
+def test_child_cow_without_a_page_is_sigbus_and_changes_nothing(private_map):
+    m, f, p, q = private_map(pages=1)
     p.touch(q)
     c = p.fork()
     assert_unchanged(m, lambda: c.touch(q, write=True), hv.SigBus)
@@ -152,11 +152,8 @@ def test_private_mmap_reserves_every_page_or_fails(shared_page):
     assert pool(m) == (3, 0)
 
 
-def test_split_pieces_share_the_reserve_map():
-    m = hv.Machine(nr_hugepages={MIB2: 4})
-    f = m.memfd_create(2 * MIB2)
-    p = m.spawn()
-    q = p.mmap(f, 2 * MIB2, shared=False)
+def test_split_pieces_share_the_reserve_map(private_map):
+    m, f, p, q = private_map(size=2 * MIB2)
     p.touch(q + MIB2)                               # consumes index 1
     p.munmap(q, MIB2)                               # the other piece returns index 0 only
     assert pool(m) == (3, 0)
@@ -166,11 +163,8 @@ def test_split_pieces_share_the_reserve_map():
     assert pool(m) == (3, 0)
 
 
-def test_private_noreserve_takes_unreserved_pages():
-    m = hv.Machine(nr_hugepages={MIB2: 1})
-    f = m.memfd_create(2 * MIB2)
-    p = m.spawn()
-    q = p.mmap(f, 2 * MIB2, shared=False, noreserve=True)
+def test_private_noreserve_takes_unreserved_pages(private_map):
+    m, f, p, q = private_map(pages=1, size=2 * MIB2, noreserve=True)
     assert pool(m) == (1, 0)
     p.touch(q)
     with pytest.raises(hv.SigBus):
