@@ -531,6 +531,26 @@ def _check_state(page, what: str, problems: list):
         problems.append("%s: contrast < 4.5: %s" % (what, m["low"][:5]))
 
 
+def _explore_states(page, what: str, problems: list, shot, path: Path):
+    """The explorer states both legibility tests measure (Voila and JupyterLab): touch + fork,
+    a third process (then ``shot(page, path)``), the drill run; ``what`` prefixes each name."""
+    _js_click(page, "touch")
+    _js_click(page, "fork")
+    _check_state(page, "%s fork" % what, problems)
+    _js_click(page, "spawn")
+    _check_state(page, "%s three processes" % what, problems)
+    shot(page, path)
+    _js_click(page, "drill: run to guard or wrap")
+    _check_state(page, "%s drill" % what, problems)
+
+
+def _compare_state(page, what: str, problems: list):
+    """The compare view's measured state: touch + fork."""
+    _js_click(page, "touch")
+    _js_click(page, "fork")
+    _check_state(page, "%s compare" % what, problems)
+
+
 def _shot(page, path: Path):
     root = page.locator(ROOT_SEL).first
     box = root.bounding_box()
@@ -570,20 +590,12 @@ def test_explorer_is_legible_at_every_width(playwright, theme):
                           % (port, token), timeout=90000)
                 page.wait_for_selector(DIAGRAM_SEL, timeout=90000)
                 assert not widget_errors(page), widget_errors(page)
-                _js_click(page, "touch")
-                _js_click(page, "fork")
-                _check_state(page, "%s %d fork" % (theme, width), problems)
-                _js_click(page, "spawn")
-                _check_state(page, "%s %d three processes" % (theme, width), problems)
-                _shot(page, SCREENS / ("explore-%s-%d.png" % (theme, width)))
-                _js_click(page, "drill: run to guard or wrap")
-                _check_state(page, "%s %d drill" % (theme, width), problems)
+                _explore_states(page, "%s %d" % (theme, width), problems,
+                                _shot, SCREENS / ("explore-%s-%d.png" % (theme, width)))
                 page.goto("http://127.0.0.1:%d/voila/render/compare.ipynb?token=%s"
                           % (port, token), timeout=90000)
                 page.wait_for_selector(DIAGRAM_SEL, timeout=90000)
-                _js_click(page, "touch")
-                _js_click(page, "fork")
-                _check_state(page, "%s %d compare" % (theme, width), problems)
+                _compare_state(page, "%s %d" % (theme, width), problems)
                 if width == 1366:
                     _shot(page, SCREENS / ("compare-%s-%d.png" % (theme, width)))
             finally:
@@ -669,20 +681,12 @@ def test_explorer_is_legible_in_jupyterlab(playwright, theme):
                 page = lab_open(ctx, srv, token, "explore.ipynb")
                 page.wait_for_selector(DIAGRAM_SEL, timeout=90000, state="attached")
                 assert not widget_errors(page), widget_errors(page)
-                _js_click(page, "touch")
-                _js_click(page, "fork")
-                _check_state(page, "lab %s %d fork" % (theme, width), problems)
-                _js_click(page, "spawn")
-                _check_state(page, "lab %s %d three processes" % (theme, width), problems)
-                _lab_shot(page, SCREENS / ("lab-explore-%s-%d.png" % (theme, width)))
-                _js_click(page, "drill: run to guard or wrap")
-                _check_state(page, "lab %s %d drill" % (theme, width), problems)
+                _explore_states(page, "lab %s %d" % (theme, width), problems,
+                                _lab_shot, SCREENS / ("lab-explore-%s-%d.png" % (theme, width)))
                 page.close()
                 page = lab_open(ctx, srv, token, "compare.ipynb")
                 page.wait_for_selector(DIAGRAM_SEL, timeout=90000, state="attached")
-                _js_click(page, "touch")
-                _js_click(page, "fork")
-                _check_state(page, "lab %s %d compare" % (theme, width), problems)
+                _compare_state(page, "lab %s %d" % (theme, width), problems)
                 _lab_shot(page, SCREENS / ("lab-compare-%s-%d.png" % (theme, width)))
             finally:
                 ctx.close()
