@@ -172,3 +172,14 @@ def test_the_package_never_imports_hgmviz_itself():
                            "import ...); import the module that defines the name"
                            % (path.relative_to(PKG), line))
     assert bad == []
+
+
+MAX_MODULE_LINES = 800
+
+
+def test_no_module_is_longer_than_800_lines():
+    """Issue 12: no module of hgmviz/ longer than 800 lines (the cross-check's data table
+    was the one exception; it now has the table alone in kernelcheck/scenarios.py)."""
+    long = {str(p.relative_to(PKG)): n for p in PKG.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}, "modules over %d lines: %s" % (MAX_MODULE_LINES, long)
