@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.rowsummary import table_pair_steps
 from .model import (_MARK, _P_ALL, _P_GROUP, _P_LEAF_CONTIG, _P_LEAF_NEXT_FOLIO, _P_NONE,
                     LEAF, NEW, NONE, REMOVED, REPLACED, TABLE, Edge,
                     Line, Node, Row, Strip, _kind, _lin, _OverBudget, _ranges, downsample,
@@ -131,54 +132,29 @@ class _Builder:
         return pt
 
     def group_types(self, E, right, level, base, i0):
-        """Pair types for pointer pairs (right-1, right): _P_GROUP + step code, or 0."""
-        out = np.zeros(right.size, np.int64)
+        """Pair types for pointer pairs (right-1, right): _P_GROUP + step code, or 0
+        (:func:`~hgmviz.core.rowsummary.table_pair_steps` decides the translates)."""
         pos = np.union1d(right - 1, right)
         cn = E["cn"][pos]
         cb = E["cb"][pos]
         S = 1 << self.g.level_shift(level)
         va = base + (i0 + pos) * S
-        full = (va >= self.start) & (va + S <= self.end)
+        ok = (va >= self.start) & (va + S <= self.end)
         now = self.now
-        N = now.ent[cn]
-        kN = _kind(N)
-        ok = full & (now.tshare[cn] == 0) & ~(kN == TABLE).any(axis=1)
+        N = np.ascontiguousarray(now.ent[cn])
+        ok &= now.tshare[cn] == 0
         if self.bef is not None:
-            B = np.where(cb[:, None] > 0, self.bef.ent[cb], 0).astype(N.dtype)
-            ok &= ~(_kind(B) == TABLE).any(axis=1)
+            had = cb > 0
+            B = np.zeros_like(N)
+            B[had] = self.bef.ent[cb[had]]
             ok &= (cb == 0) | (self.bef.tshare[cb] == 0)
         else:
-            B = None
-        C = self.entry_states(N.ravel(), None if B is None else B.ravel())
-        shp = N.shape
-        K, ST, F, G = (C[x].reshape(shp) for x in ("k", "st", "f", "p"))
-        if B is not None:
-            ok &= ~(ST == REPLACED).any(axis=1)
-            K = K * 4 + ST            # kinds and change marks must both match
-        # rows a = the pos index of right-1, b = of right (slices when they are consecutive)
-        if right.size == pos.size - 1:
-            ia, ib = slice(0, -1), slice(1, None)
-        else:
-            ia, ib = np.searchsorted(pos, right - 1), np.searchsorted(pos, right)
-        Ka = K[ia]
-        eq = ok[ia] & ok[ib] & (Ka == K[ib]).all(axis=1)
-        leafm = (Ka >> 2) == LEAF if B is not None else Ka == LEAF
-        has = leafm.any(axis=1)
-        first = np.argmax(leafm, axis=1)
-        dF = F[ib] - F[ia]
-        dG = G[ib] - G[ia]
-        r = np.arange(right.size)
-        f0 = dF[r, first]
-        g0 = dG[r, first]
-        constF = ((dF == f0[:, None]) | ~leafm).all(axis=1)
-        constG = ((dG == g0[:, None]) | ~leafm).all(axis=1)
-        span = S >> self.ps
-        out[eq & ~has] = _P_GROUP
-        sel = eq & has & constF & constG
-        out[sel & (f0 == 0) & (g0 == span)] = _P_GROUP + 1
-        stride = sel & (g0 == 0) & (f0 >= 0)
-        out[stride] = _P_GROUP + 2 + f0[stride]
-        return out
+            B = N
+        # rows a = the pos index of right-1, b = of right
+        ia, ib = np.searchsorted(pos, right - 1), np.searchsorted(pos, right)
+        steps = table_pair_steps(N, B, self.bef is not None, ok, self.now.fl,
+                                 S >> self.ps, ia, ib)
+        return np.where(steps >= 0, _P_GROUP + steps, 0)
 
     def runs(self, pt):
         """Greedy maximal runs (first, last) of one pair type; at most max_rows + 1 runs, the
