@@ -39,16 +39,23 @@ def _kind(v):
 
 
 @njit
-def _folio_page(fl, pfn):
-    """(folio, page in the folio) of ``pfn``; (-1, -1) in no folio."""
+def _folio_page(fl, pfn, hint):
+    """(folio, page in the folio, region) of ``pfn``, trying hstate region ``hint`` first;
+    (-1, -1, hint) in no folio."""
+    base = FL_STRIDE * hint
+    pfn0 = fl[base + FL_PFN0]
+    order = fl[base + FL_ORDER]
+    if pfn >= pfn0 and pfn < pfn0 + (fl[base + FL_NR] << order):
+        rel = pfn - pfn0
+        return fl[base + FL_FOLIO0] + (rel >> order), rel & ((1 << order) - 1), hint
     for h in range(fl[FL_NH]):
         base = FL_STRIDE * h
         pfn0 = fl[base + FL_PFN0]
         order = fl[base + FL_ORDER]
         if pfn >= pfn0 and pfn < pfn0 + (fl[base + FL_NR] << order):
             rel = pfn - pfn0
-            return fl[base + FL_FOLIO0] + (rel >> order), rel & ((1 << order) - 1)
-    return -1, -1
+            return fl[base + FL_FOLIO0] + (rel >> order), rel & ((1 << order) - 1), h
+    return -1, -1, hint
 
 
 @njit
@@ -68,18 +75,27 @@ def _mark(n, b, has_bef):
 
 
 @njit
-def _row_ok(N, B, has_bef, r):
-    """No pointer to a deeper table (now or before) and no replaced entry in row ``r``."""
+def _decode(N, B, has_bef, fl, r, K, F, P, s):
+    """Row ``r`` into slot ``s`` of ``K`` (kind * 4 + mark), ``F``, ``P`` (folio and page of
+    leaves, 0 elsewhere); False when the row holds a pointer to a deeper table (now or
+    before) or a replaced entry (it then groups with nothing)."""
+    hint = 0
     for j in range(N.shape[1]):
         n = N[r, j]
         if _kind(n) == _TABLE:
             return False
-        if has_bef:
-            b = B[r, j]
-            if _kind(b) == _TABLE:
-                return False
-            if _mark(n, b, True)[1] == _REPLACED:
-                return False
+        b = B[r, j]
+        if has_bef and _kind(b) == _TABLE:
+            return False
+        k, mk, e = _mark(n, b, has_bef)
+        if mk == _REPLACED:
+            return False
+        K[s, j] = k * 4 + mk
+        if k == _LEAF:
+            F[s, j], P[s, j], hint = _folio_page(fl, e >> 1, hint)
+        else:
+            F[s, j] = 0
+            P[s, j] = 0
     return True
 
 
@@ -92,44 +108,62 @@ def table_pair_steps(N, B, has_bef, ok, fl, span, ia, ib):
     else :data:`STEP_NO_LEAVES` without leaves, :data:`STEP_SAME_FOLIO` when every leaf of
     row ``ib`` maps the same folio ``span`` pages on, ``STEP_STRIDE + dF`` when it maps the
     same page of the folio ``dF >= 0`` on, :data:`STEP_NONE` otherwise.  Removed entries
-    count with what they were."""
-    m = N.shape[0]
-    rok = np.zeros(m, np.bool_)
-    done = np.zeros(m, np.bool_)
+    count with what they were.
+
+    Each row is decoded once per run of pairs that use it (two slots: pairs of neighbours
+    decode every row once)."""
+    w = N.shape[1]
+    K = np.empty((2, w), np.int64)
+    F = np.empty((2, w), np.int64)
+    P = np.empty((2, w), np.int64)
+    row = np.full(2, -1, np.int64)       # the row each slot holds
+    good = np.zeros(2, np.bool_)         # that row's _decode answer
     out = np.full(ia.size, STEP_NONE, np.int64)
     for i in range(ia.size):
         a = ia[i]
         b = ib[i]
         if not (ok[a] and ok[b]):
             continue
-        for r in (a, b):
-            if not done[r]:
-                rok[r] = _row_ok(N, B, has_bef, r)
-                done[r] = True
-        if not (rok[a] and rok[b]):
+        if row[0] == a:
+            sa = 0
+        elif row[1] == a:
+            sa = 1
+        else:
+            sa = 1 if row[0] == b else 0
+            good[sa] = _decode(N, B, has_bef, fl, a, K, F, P, sa)
+            row[sa] = a
+        if not good[sa]:
+            continue
+        sb = 1 - sa
+        if row[sb] != b:
+            if a == b:
+                sb = sa
+            else:
+                good[sb] = _decode(N, B, has_bef, fl, b, K, F, P, sb)
+                row[sb] = b
+        if not good[sb]:
             continue
         has = False
-        good = True
+        same = True
         f0 = 0
         g0 = 0
-        for j in range(N.shape[1]):
-            ka, sa, ea = _mark(N[a, j], B[a, j], has_bef)
-            kb, sb, eb = _mark(N[b, j], B[b, j], has_bef)
-            if ka != kb or sa != sb:
-                good = False
+        for j in range(w):
+            k = K[sa, j]
+            if k != K[sb, j]:
+                same = False
                 break
-            if ka != _LEAF:
+            if k >> 2 != _LEAF:
                 continue
-            fa, pa = _folio_page(fl, ea >> 1)
-            fb, pb = _folio_page(fl, eb >> 1)
+            df = F[sb, j] - F[sa, j]
+            dg = P[sb, j] - P[sa, j]
             if not has:
                 has = True
-                f0 = fb - fa
-                g0 = pb - pa
-            elif fb - fa != f0 or pb - pa != g0:
-                good = False
+                f0 = df
+                g0 = dg
+            elif df != f0 or dg != g0:
+                same = False
                 break
-        if not good:
+        if not same:
             continue
         if not has:
             out[i] = STEP_NO_LEAVES
