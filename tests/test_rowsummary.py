@@ -256,3 +256,51 @@ def numpy_group_types(self, E, right, level, base, i0):
     stride = sel & (g0 == 0) & (f0 >= 0)
     out[stride] = _P_GROUP + 2 + f0[stride]
     return out
+
+
+@pytest.mark.nojit
+@for_test(200)
+@given(st.lists(st.lists(entry, min_size=PTRS, max_size=PTRS), max_size=5),
+       st.integers(0, 12))
+def test_scan_leaves_matches_a_loop(rows, nr_folios):
+    from hgmviz.core.rowsummary import scan_leaves
+    V = np.array(rows, np.int32).reshape(len(rows), PTRS)
+    seen = np.zeros(nr_folios, bool)
+    n, kids = scan_leaves(V, FL, seen)
+    want_seen = set()
+    leaves = [v for row in rows for v in row if kind(v) == 1]
+    for v in leaves:
+        f, _ = folio_page(v >> 1)
+        if 0 <= f < nr_folios:
+            want_seen.add(f)
+    assert n == len(leaves)
+    assert kids.tolist() == [v >> 1 for row in rows for v in row if kind(v) == 2]
+    assert set(np.flatnonzero(seen).tolist()) == want_seen
+
+
+@pytest.mark.parametrize("name", ["x86_collapse_diff", "toy_hgm_runs", "toy_compare",
+                                  "x86_pmd_share", "x86_2m_full"])
+def test_summaries_as_the_array_code(name):
+    """subtree_summary / entries_summary say what summary_text says of the per-leaf arrays,
+    for every table of both states of the shipped examples, whole and in pieces."""
+    from hgmviz.render.builder import _Builder
+    from hgmviz.render.examples import example_args
+    from hgmviz.render.view import StateView
+    args = example_args(name)
+    ms = args["machines"] if "machines" in args else [args["m"]]
+    bs = args.get("before")
+    bs = bs if isinstance(bs, (list, tuple)) else [bs] * len(ms)
+    views = [(m, StateView(m)) for m in ms] + [(m, StateView(m, b))
+                                               for m, b in zip(ms, bs) if b is not None]
+    checked = 0
+    for m, view in views:
+        b = _Builder(m, view, None, "", 0, 0, 8, None)
+        for t in np.flatnonzero(view.tlevel):
+            level = int(view.tlevel[t])
+            want = b.summary_text(*b.subtree(view, [t], level, [0]))
+            assert b.subtree_summary(view, [t, 0], level) == want
+            for lo, hi in ((0, b.ptrs - 1), (1, 3), (b.ptrs // 2, b.ptrs // 2)):
+                want = b.summary_text(*b.leaves_of_entries(view, t, level, 0, lo, hi, False)[:3])
+                assert b.entries_summary(view, t, level, lo, hi) == want
+            checked += 1
+    assert checked >= 3

@@ -8,6 +8,9 @@ of the second maps folio ``f + dF`` page ``p + dG`` where the first maps ``f``, 
 one ``(dF, dG)`` for the whole page.  The renderer asked this of numpy over whole
 ``tables x entries`` arrays (a 1 GiB folio mapped at 4 KiB is 512 x 512 entries per
 state, ~30 passes); here one pass stops at a pair's first difference.
+
+``scan_leaves`` counts the leaves under whole page-table pages and marks their folios (the
+"262,144 leaves (262,144 x 4 KiB) -> folio 0" summaries) without building per-leaf arrays.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ import numpy as np
 from .._jit import njit
 from .pool import FL_FOLIO0, FL_NH, FL_NR, FL_ORDER, FL_PFN0, FL_STRIDE
 
-__all__ = ["table_pair_steps", "STEP_NONE", "STEP_NO_LEAVES", "STEP_SAME_FOLIO",
+__all__ = ["table_pair_steps", "scan_leaves", "STEP_NONE", "STEP_NO_LEAVES", "STEP_SAME_FOLIO",
            "STEP_STRIDE"]
 
 #: codes returned per pair: not translates; translates holding no leaf; the same folio
@@ -172,3 +175,30 @@ def table_pair_steps(N, B, has_bef, ok, fl, span, ia, ib):
         elif g0 == 0 and f0 >= 0:
             out[i] = STEP_STRIDE + f0
     return out
+
+
+@njit
+def scan_leaves(V, fl, seen):
+    """Count the present leaves among the entries of ``V`` (a 2-D array of rows), set
+    ``seen[folio]`` for the folio of each (pfns in no folio, or past ``seen``, are counted
+    but mark nothing) and return ``(leaves, tables)``: their number and the page-table
+    pages the other non-none entries point at, in row order."""
+    kids = np.empty(V.size, np.int64)
+    nk = 0
+    n = 0
+    hint = 0
+    nf = seen.size
+    for r in range(V.shape[0]):
+        for j in range(V.shape[1]):
+            v = V[r, j]
+            if v == 0:
+                continue
+            if v & 1:
+                n += 1
+                f, _, hint = _folio_page(fl, v >> 1, hint)
+                if f >= 0 and f < nf:
+                    seen[f] = True
+            else:
+                kids[nk] = v >> 1
+                nk += 1
+    return n, kids[:nk]

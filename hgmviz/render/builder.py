@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.rowsummary import table_pair_steps
+from ..core.rowsummary import scan_leaves, table_pair_steps
 from .model import (_MARK, _P_ALL, _P_GROUP, _P_LEAF_CONTIG, _P_LEAF_NEXT_FOLIO, _P_NONE,
                     LEAF, NEW, NONE, REMOVED, REPLACED, TABLE, Edge,
                     Line, Node, Row, Strip, _kind, _lin, _OverBudget, _ranges, downsample,
@@ -248,20 +248,53 @@ class _Builder:
             seen = np.zeros(self.now.nr_folios, bool)    # folio ids are small and dense
             seen[f] = True
             folios = np.flatnonzero(seen)
+        per_shift = np.bincount(sh.astype(np.int64, copy=False)) if pfn.size else sh
+        return self._summary(int(pfn.size), {int(s): int(per_shift[s])
+                                             for s in np.flatnonzero(per_shift)}, folios, ntab)
+
+    def _summary(self, n, per_shift, folios, ntab):
+        """:meth:`summary_text` from ``n`` leaves, ``{shift: leaves}`` and the folio ids."""
         parts = []
         if ntab is not None:
             parts.append(", ".join("%d %s table%s" % (n, self.lname(lv), "" if n == 1 else "s")
                                    for lv, n in sorted(ntab.items(), reverse=True)) or "no tables")
-        if pfn.size:
-            per_shift = np.bincount(sh.astype(np.int64, copy=False))
-            by = ", ".join("%s × %s" % (format(int(per_shift[s]), ","), fmt_size(1 << int(s)))
-                           for s in np.flatnonzero(per_shift)[::-1])
+        if n:
+            by = ", ".join("%s × %s" % (format(per_shift[s], ","), fmt_size(1 << s))
+                           for s in sorted(per_shift, reverse=True) if per_shift[s])
             parts.append("%s lea%s (%s) → folio%s %s" % (
-                format(int(pfn.size), ","), "f" if pfn.size == 1 else "ves", by,
+                format(n, ","), "f" if n == 1 else "ves", by,
                 "" if folios.size == 1 else "s", _ranges(folios)))
         else:
             parts.append("no leaves")
         return ": ".join(parts) if ntab is not None else parts[-1], tuple(int(x) for x in folios)
+
+    def subtree_summary(self, view, tables, level):
+        """``summary_text(*subtree(view, tables, level, bases))`` — with the table counts —
+        counted by :func:`~hgmviz.core.rowsummary.scan_leaves`, without per-leaf arrays."""
+        tables = np.asarray(tables, np.int64)
+        return self._scan(view, tables[tables > 0], level, 0, {}, {})
+
+    def entries_summary(self, view, t, level, lo, hi):
+        """``summary_text(*leaves_of_entries(view, t, level, …)[:3])`` (no table counts),
+        counted as :meth:`subtree_summary` counts."""
+        if not t:
+            return self._summary(0, {}, np.zeros(0, np.int64), None)
+        seen = np.zeros(self.now.nr_folios, bool)
+        n, kids = scan_leaves(view.ent[t, lo:hi + 1].reshape(1, -1), self.now.fl, seen)
+        return self._scan(view, kids, level - 1, n, {self.g.level_shift(level): n}, None, seen)
+
+    def _scan(self, view, tables, level, n, per_shift, ntab, seen=None):
+        if seen is None:
+            seen = np.zeros(self.now.nr_folios, bool)
+        while tables.size and level >= 1:
+            if ntab is not None:
+                ntab[level] = int(tables.size)
+            c, tables = scan_leaves(view.ent[tables], self.now.fl, seen)
+            sh = self.g.level_shift(level)
+            per_shift[sh] = per_shift.get(sh, 0) + c
+            n += c
+            level -= 1
+        return self._summary(n, per_shift, np.flatnonzero(seen), ntab)
 
     def diff_text(self, now_l, bef_l):
         """'+a −b leaves' between two (va, shift, pfn) sets, and whether they differ."""
@@ -361,8 +394,7 @@ class _Builder:
             if st == REMOVED:
                 text = "%s none — was %s" % (label, desc)
             elif st == REPLACED:
-                was, _ = self.summary_text(*self.leaves_of_entries(self.bef, tb, level, base, lo, hi,
-                                                                   False)[:3])
+                was, _ = self.entries_summary(self.bef, tb, level, lo, hi)
                 text = "%s %s (replaced: was %s)" % (label, desc, was)
             else:
                 text = "%s %s" % (label, desc)
@@ -375,12 +407,15 @@ class _Builder:
         bases = base + np.arange(lo, hi + 1, dtype=np.int64) * S
         drawn = level > 1 and level - 1 > self.fold
         if st == REMOVED:
-            summ, folios = self.summary_text(*self.subtree(self.bef, cb, level - 1, bases, False))
+            summ, folios = self.subtree_summary(self.bef, cb, level - 1)
             return Row(port, "none", level, lo, hi, "%s none — was → %s" % (label, summ),
                        "removed", False, shift=sh, folios=folios)
         if not drawn:
-            now_l = self.subtree(self.now, cn, level - 1, bases, self.bef is not None)
-            summ, folios = self.summary_text(*now_l)
+            if self.bef is None or mark != "":
+                summ, folios = self.subtree_summary(self.now, cn, level - 1)
+            else:
+                now_l = self.subtree(self.now, cn, level - 1, bases)
+                summ, folios = self.summary_text(*now_l)
             text = "%s → %s (not drawn)" % (label, summ)
             if self.bef is not None and mark == "":
                 d, changed = self.diff_text(now_l, self.subtree(self.bef, cb, level - 1, bases))
@@ -391,8 +426,7 @@ class _Builder:
             return Row(port, "fold", level, lo, hi, text, mark, shift=sh, folios=folios)
         was = ""
         if st == REPLACED:
-            w, _ = self.summary_text(*self.leaves_of_entries(self.bef, tb, level, base, lo, hi,
-                                                             False)[:3])
+            w, _ = self.entries_summary(self.bef, tb, level, lo, hi)
             was = " (replaced: was %s)" % w
         if cnt == 1:
             c = int(cn[0])
@@ -409,8 +443,11 @@ class _Builder:
 
     def more_row(self, port, E, t, tb, level, base, i0, a, b, group=None):
         lo, hi = i0 + a, i0 + b
-        now_l = self.leaves_of_entries(self.now, t, level, base, lo, hi, self.bef is not None)
-        summ, folios = self.summary_text(*now_l[:3])
+        if self.bef is None:
+            summ, folios = self.entries_summary(self.now, t, level, lo, hi)
+        else:
+            now_l = self.leaves_of_entries(self.now, t, level, base, lo, hi)
+            summ, folios = self.summary_text(*now_l[:3])
         text = "%s: more runs, not drawn: %s" % (self.idx_text(level, lo, hi), summ)
         if group:
             text += " (in table k = 0%s)" % (", folios + k*%d in table k" % group[0]
