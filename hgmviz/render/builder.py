@@ -39,6 +39,7 @@ class _Builder:
         self.cluster = ""
         self.mcluster = prefix + "m"
         self.files_shown = set()
+        self._folio_lines_seen = {}
 
     # -- bookkeeping ----------------------------------------------------------------------
     def _reserve(self):
@@ -145,8 +146,11 @@ class _Builder:
         ok &= now.tshare[cn] == 0
         if self.bef is not None:
             had = cb > 0
-            B = np.zeros_like(N)
-            B[had] = self.bef.ent[cb[had]]
+            if had.all():
+                B = np.ascontiguousarray(self.bef.ent[cb])
+            else:
+                B = np.zeros_like(N)
+                B[had] = self.bef.ent[cb[had]]
             ok &= (cb == 0) | (self.bef.tshare[cb] == 0)
         else:
             B = N
@@ -475,15 +479,15 @@ class _Builder:
         gid = "%sg%d" % (self.prefix, int(cn[0]))
         slot = self._reserve()
         rows = self.rows(gid, int(cn[0]), int(cb[0]), level, int(bases[0]), group=(kf, kp, K))
-        for t in cn:
-            self.table_node[int(t)] = gid
+        tabs = tuple(cn.tolist())
+        self.table_node.update(dict.fromkeys(tabs, gid))
         sub = "%s · table k = 0..%d covers %#x + k*%s" % (
             parent_label, K - 1, int(bases[0]), fmt_size(S_span))
         lines = (Line("tables %s" % _ranges(cn, cap=3), style="muted"),)
         self.nodes[slot] = Node(
             id=gid, kind="group", title="%d %s tables, each:" % (K, self.lname(level)),
             subtitle=sub, rows=tuple(rows), lines=lines, mark=mark, level=level,
-            tables=tuple(int(x) for x in cn), count=K, column=self.column, cluster=self.cluster)
+            tables=tabs, count=K, column=self.column, cluster=self.cluster)
         return gid
 
     # -- processes ------------------------------------------------------------------------------
@@ -550,12 +554,24 @@ class _Builder:
 
     # -- folios -------------------------------------------------------------------------------
     def folio_lines(self, f):
+        """(used, lines, strip, mark) of folio ``f``; folios with the same counters, use and
+        (without subpage mapcounts) before-state share one answer, computed once."""
         now, bef = self.now, self.bef
-        g = self.g
         used = bool(now.folio_used[f])
         used_b = bool(bef.folio_used[f]) if bef is not None else used
         c = now.counters(f)
         cb = bef.counters(f) if bef is not None else c
+        if getattr(now.scheme, "subpage_mapcounts", None) is not None:
+            return self._folio_lines(f, used, used_b, c, cb)
+        key = (used, used_b, tuple(c.items()), tuple(cb.items()))
+        hit = self._folio_lines_seen.get(key)
+        if hit is None:
+            hit = self._folio_lines_seen[key] = self._folio_lines(f, used, used_b, c, cb)
+        return hit
+
+    def _folio_lines(self, f, used, used_b, c, cb):
+        now, bef = self.now, self.bef
+        g = self.g
         imax = g.INT_MAX
         half = imax // 2
         lines = []
@@ -608,7 +624,9 @@ class _Builder:
                 subb = bef.subpage_mapcounts(f)
                 ch = np.asarray(sub != subb)
                 nb = vals.size
-                chb = np.concatenate([ch, np.zeros(nb * per - ch.size, bool)]).reshape(nb, per).any(1)
+                if nb * per != ch.size:
+                    ch = np.concatenate([ch, np.zeros(nb * per - ch.size, bool)])
+                chb = ch.reshape(nb, per).any(1)
             else:
                 chb = np.zeros(vals.size, bool)
             strip = Strip(tuple(int(x) for x in vals), tuple(bool(x) for x in mixed),
@@ -632,14 +650,18 @@ class _Builder:
             for fid in self.files_shown:
                 fs = view.files.get(fid)
                 if fs is not None:
-                    fids.update(int(x) for x in fs.pc[fs.pc >= 0])
+                    fids.update(fs.pc[fs.pc >= 0].tolist())
         fids = sorted(x for x in fids if 0 <= x < now.nr_folios)
         groups = []
-        for f in fids:
+        at = np.asarray(fids, np.int64)
+        files = now.folio_file[at].tolist()
+        indexes = now.folio_index[at].tolist()
+        hstates = now.folio_hstate[at].tolist()
+        for f, fi, idx, hs in zip(fids, files, indexes, hstates):
             used, lines, strip, mark = self.folio_lines(f)
-            fi = int(now.folio_file[f])
-            idx = int(now.folio_index[f]) if fi >= 0 else -1
-            key = (int(now.folio_hstate[f]), lines, strip, mark, fi)
+            if fi < 0:
+                idx = -1
+            key = (hs, lines, strip, mark, fi)
             if groups and groups[-1]["key"] == key and groups[-1]["last"] == f - 1 and \
                     (idx < 0 or groups[-1]["idx_last"] == idx - 1):
                 groups[-1]["last"] = f

@@ -149,18 +149,24 @@ class Scene:
 
 def _ranges(ids, cap=4) -> str:
     """``0..3, 7, 9..12`` (at most ``cap`` pieces, then ``…``)."""
-    ids = sorted(set(int(i) for i in ids))
-    if not ids:
-        return "-"
-    pieces = []
-    a = b = ids[0]
-    for x in ids[1:]:
-        if x == b + 1:
-            b = x
-            continue
+    if isinstance(ids, np.ndarray) and ids.size > 64:     # a group's 512 tables
+        u = np.unique(ids.astype(np.int64, copy=False))
+        cut = np.flatnonzero(np.diff(u) != 1)
+        pieces = list(zip(np.concatenate([u[:1], u[cut + 1]]).tolist(),
+                          np.concatenate([u[cut], u[-1:]]).tolist()))
+    else:
+        ids = sorted(set(int(i) for i in ids))
+        if not ids:
+            return "-"
+        pieces = []
+        a = b = ids[0]
+        for x in ids[1:]:
+            if x == b + 1:
+                b = x
+                continue
+            pieces.append((a, b))
+            a = b = x
         pieces.append((a, b))
-        a = b = x
-    pieces.append((a, b))
     txt = ", ".join("%d" % a if a == b else "%d..%d" % (a, b) for a, b in pieces[:cap])
     return txt + (", …" if len(pieces) > cap else "")
 
@@ -181,8 +187,11 @@ def downsample(values: np.ndarray, buckets: int = STRIP_BUCKETS):
     per = max(1, -(-n // max(1, buckets)))
     nb = -(-n // per)
     pad = nb * per - n
-    hi = np.concatenate([values, np.full(pad, values[-1] if n else 0)]).reshape(nb, per)
-    return hi.max(axis=1), hi.min(axis=1) != hi.max(axis=1), per
+    if pad:
+        values = np.concatenate([values, np.full(pad, values[-1] if n else 0)])
+    hi = values.reshape(nb, per)
+    top = hi.max(axis=1)
+    return top, hi.min(axis=1) != top, per
 
 
 def _kind(v):

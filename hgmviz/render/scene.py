@@ -96,7 +96,8 @@ def _events_line(m) -> str:
     if kinds.size == 0:
         return "events: none"
     parts = []
-    for k in sorted(set(int(x) for x in kinds), key=lambda x: list(EVENT_NAMES).index(x)):
+    order = list(EVENT_NAMES)
+    for k in sorted(np.unique(kinds).tolist(), key=order.index):
         sel = kinds == k
         name = EVENT_NAMES.get(k, str(k))
         if k in (EV_SET, EV_CLEAR):
