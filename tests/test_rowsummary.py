@@ -304,3 +304,39 @@ def test_summaries_as_the_array_code(name):
                 assert b.entries_summary(view, t, level, lo, hi) == want
             checked += 1
     assert checked >= 3
+
+
+def test_group_answers_reused_within_one_drawing(monkeypatch):
+    """The columns of a comparison (and forked processes) with equal page-table pages ask
+    the kernel once per drawing; the scene is the one computed without reuse."""
+    from hgmviz.render import builder, draw_compare
+    from hgmviz.render.examples import example_args
+    args = example_args("x86_1g_4k_two_procs")
+    m = args["m"]
+    calls = []
+    kernel = builder.table_pair_steps
+
+    def counted(*a):
+        calls.append(1)
+        return kernel(*a)
+
+    monkeypatch.setattr(builder, "table_pair_steps", counted)
+    shared = draw_compare([m, m, m]).scene
+    n_shared = len(calls)
+    assert n_shared >= 1
+
+    class NoMemo(dict):              # every lookup misses
+        def get(self, key, default=None):
+            return default
+
+    real_init = builder._Builder.__init__
+
+    def init(self, *a, **kw):
+        real_init(self, *a, **kw)
+        self.memo = NoMemo()
+
+    monkeypatch.setattr(builder._Builder, "__init__", init)
+    del calls[:]
+    alone = draw_compare([m, m, m]).scene
+    assert alone == shared
+    assert len(calls) >= 3 * n_shared

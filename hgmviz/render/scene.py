@@ -132,7 +132,7 @@ def _caption(m, now, bef):
     return tuple(lines)
 
 
-def _build_one(m, pids, start, end, before, prefix, column, max_nodes, max_rows):
+def _build_one(m, pids, start, end, before, prefix, column, max_nodes, max_rows, memo=None):
     now = StateView(m)
     bef = StateView(m, before) if before is not None else None
     plist = _pids(m, pids, now, bef)
@@ -140,7 +140,7 @@ def _build_one(m, pids, start, end, before, prefix, column, max_nodes, max_rows)
     last = None
     for fold in range(0, levels):
         b = _Builder(m, now, bef, prefix, column, fold, max_rows,
-                     max_nodes if fold < levels - 1 else None)
+                     max_nodes if fold < levels - 1 else None, memo)
         try:
             for pid in plist:
                 b.process(pid, start, end)
@@ -230,8 +230,9 @@ def build_compare_scene(machines, pids=None, start=None, end=None, before=None, 
     _check_range(start, end)
     budget = max(8, max_nodes // len(machines))
     parts, caps, titles_used = [], [], []
+    memo = {}           # the columns' page tables are often alike: see _Builder.group_types
     for i, (m, snap) in enumerate(zip(machines, before)):
-        part = _build_one(m, pids, start, end, snap, "m%d_" % i, i, budget, max_rows)
+        part = _build_one(m, pids, start, end, snap, "m%d_" % i, i, budget, max_rows, memo)
         caps.append(_caption(m, part[1], part[2]))
         titles_used.append(titles[i] if titles is not None else m.scheme.name)
         parts.append(part)
