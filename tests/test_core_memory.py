@@ -85,7 +85,7 @@ def _rss():
         return next(int(x.split()[1]) * 1024 for x in fh if x.startswith("VmRSS:"))
 
 
-def test_scale_run_refused_under_a_1_gib_cap_quickly_and_small():
+def test_scale_run_refused_under_a_64_mib_cap_quickly_and_small():
     import time
 
     from hgmviz.bench import scale_run
@@ -106,10 +106,11 @@ def test_scale_run_refused_under_a_1_gib_cap_quickly_and_small():
         out["rss_growth"] = _rss() - rss0
         return out
 
-    out = _in_capped_child(child)
+    out = _in_capped_child(child, cap_extra=64 << 20)
     assert "error" not in out, out
     assert out["done"] and out["outcome"] == "not enough memory" and not out["machine"]
-    assert "the scale run (2,105,858 page-table pages) needs about 4.0" in out["message"]
+    assert ("the scale run (2,105,858 page-table pages, identical leaf tables sharing their "
+            "entries) needs about 116 MiB") in out["message"]
     assert "RLIMIT_AS" in out["message"] and "not started" in out["message"]
     assert "the scale run to the int_max_half guard" in out["bench"]
     assert "RLIMIT_AS" in out["bench"]
@@ -132,6 +133,35 @@ def test_a_scale_run_that_fits_completes_under_the_cap():
     assert out["vmas"] + 1 == out["expected"] and out["extra"] == out["predicted"]
 
 
+def test_the_real_scale_run_completes_under_a_1_gib_cap():
+    # issue 16: 4,095 VMAs mapping one 1 GiB folio at 4 KiB (2^30 - 1 leaf installs) to the
+    # INT_MAX/2 guard, in a child whose address space may grow by 1 GiB at most
+    from hgmviz.widgets.drill import ScaleRun
+
+    def child():
+        rss0 = _rss()
+        sc = ScaleRun(guard="int_max_half", chunk=512)
+        sc.run()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        pt = sc.machine.pt
+        return {"outcome": sc.outcome, "vmas": sc.vmas, "extra": sc.extra_pieces,
+                "refcount": sc.refcount, "growth": peak - rss0, "used": pt.nr_used,
+                "rows": pt.nr_rows, "canonical": pt.nr_canonical}
+
+    out = _in_capped_child(child, cap_extra=GIB)
+    assert "error" not in out, out
+    assert (out["outcome"], out["vmas"], out["extra"]) == ("refused", 4095, 262143)
+    assert out["refcount"] == 1 << 30
+    # 4,096 VMAs (the last one stopped one piece short) x (1 PMD + 512 PTE pages) + 64 PGDs
+    # and 64 PUD pages: 2.1 million tables; rows: 512 canonical ones, every PMD, PGD and PUD
+    # page's, and at most the first VMA's PTE pages (those filled before the content's
+    # second sighting) and the last VMA's last PTE page (one entry short)
+    assert out["used"] == 4096 * 513 + 128
+    assert out["canonical"] == 512
+    assert 512 + 4096 + 128 < out["rows"] <= 512 + 4096 + 128 + 512 + 1
+    assert out["growth"] < GIB
+
+
 def test_scale_run_summary_shows_memory_used():
     from hgmviz.widgets.drill import ScaleRun
     sc = ScaleRun(guard="int_max_half", procs=2, chunk=2)
@@ -139,5 +169,7 @@ def test_scale_run_summary_shows_memory_used():
     sc.run_chunk()
     # 2 VMAs of 1 GiB at 4 KiB: 2 x (1 PMD + 512 PTE pages) + 2 PGDs + 2 PUD pages, 2 KiB each
     assert sc.machine.pt.nr_used == 2 * 513 + 4
-    assert "page tables 2 MiB resident of the process's " in sc.summary()
+    # the second VMA's PTE pages read the 512 canonical rows (issue 16)
+    assert sc.machine.pt.nr_canonical == 512 and sc.machine.pt.nr_rows <= 512 + 512 + 6
+    assert "page tables 1 MiB resident of the process's " in sc.summary()
     sc.release()

@@ -20,7 +20,7 @@ import os
 import resource
 
 __all__ = ["NotEnoughMemory", "memory_headroom", "require_memory", "pool_table_bytes",
-           "current_rss"]
+           "pool_bytes", "current_rss"]
 
 _UNLIMITED = 1 << 60
 
@@ -137,6 +137,15 @@ def require_memory(need: int, what: str, **where) -> int:
 
 
 def pool_table_bytes(ptrs: int) -> int:
-    """Resident bytes of one page-table page in a :class:`PageTablePool`: ``ptrs`` int32
-    entries plus its ``tlevel``/``tcount``/``tshare``/``tfolio``/``fstack`` slots."""
-    return 4 * int(ptrs) + 1 + 4 + 4 + 4 + 4
+    """Resident bytes of one page-table page in a :class:`PageTablePool` that has a row of
+    its own: ``ptrs`` int32 entries plus its ``tlevel``/``tcount``/``tshare``/``tfolio``/
+    ``fstack``/``rmap`` slots."""
+    return pool_bytes(1, 1, ptrs)
+
+
+def pool_bytes(tables: int, rows: int, ptrs: int) -> int:
+    """Resident bytes of a :class:`PageTablePool` holding ``tables`` page-table pages whose
+    entries take ``rows`` rows (full leaf tables of one content share a canonical row,
+    issue 16): per table its ``tlevel``/``tcount``/``tshare``/``tfolio``/``fstack``/``rmap``
+    slots, per row ``ptrs`` int32 entries."""
+    return int(tables) * (1 + 4 + 4 + 4 + 4 + 4) + int(rows) * 4 * int(ptrs)

@@ -27,7 +27,10 @@ __all__ = [
     "EV_TABLE_ALLOC", "EV_TABLE_FREE", "EV_PMD_SHARE", "EV_PMD_UNSHARE", "EV_PAGECACHE_ADD",
     "EV_PAGECACHE_DEL", "EV_FOLIO_ALLOC", "EV_FOLIO_FREE", "EVENT_NAMES", "J_ALLOC",
     "J_FREE_LEVEL", "J_SHARE", "J_FREE_FOLIO", "J_FILL_HEAD", "J_FILL_COUNT",
-    "ROOM_PIECE_J", "ROOM_PIECE_E", "mk_leaf", "mk_table", "is_leaf", "is_table",
+    "ROOM_PIECE_J", "ROOM_PIECE_E", "P_RMAP", "M_NROWS", "M_RFREE", "M_NRFREE", "M_SHARE",
+    "M_NCANON", "NEED_ROWS", "J_ROW_ALLOC", "J_ROW_COW", "J_ROW_SHARE", "J_ROW_UNSHARE",
+    "CANON_MAX", "CANON_SLOTS", "ROOM_ROWS", "rows_avail", "own_row", "canon_row", "share_row",
+    "unshare_row", "mk_leaf", "mk_table", "is_leaf", "is_table",
     "set_entry", "table_alloc", "table_free", "set_share", "rollback", "emit",
     "PageTablePool",
 ]
@@ -39,7 +42,7 @@ LEVEL_PMD = int(HugetlbLevel.PMD)
 LEVEL_PUD = int(HugetlbLevel.PUD)
 
 # ---- slots of the P tuple (PageTablePool.P) ---------------------------------------------
-P_ENT = 0        # ent[table, index]: the entries
+P_ENT = 0        # rows[row, index]: the entries; table t's are rows[|rmap[t]|] (issue 16)
 P_TLEVEL = 1     # tlevel[table]: the level of a page (0 = free)
 P_TCOUNT = 2     # tcount[table]: non-none entries
 P_TSHARE = 3     # tshare[table]: extra sharers of a hugetlb PMD page (ptdesc->pt_share_count)
@@ -49,6 +52,8 @@ P_META = 6       # meta[M_*]
 P_JT = 7         # journal: table (or a count for J_FILL_COUNT)
 P_JI = 8         # journal: index (>= 0) or a J_* record kind (< 0)
 P_JO = 9         # journal: old value
+P_RMAP = 10      # rmap[table]: its own row (> 0), none yet (0: the zero row), or a canonical
+                 # row shared with other tables (-row); see "Rows" below
 
 # ---- slots of the E tuple (PageTablePool.E): one event per index --------------------------
 E_KIND = 0
@@ -83,12 +88,22 @@ RES_LAST_SHIFT = 3  # install_range: the shift of the last leaf (or of the prese
 M_NFREE = 0
 M_JLEN = 1
 M_NEV = 2
+M_NROWS = 3      # rows[:meta[M_NROWS]] have been handed out (row 0, the zero row, included)
+M_RFREE = 4      # the first free row (0: none); a free row's entry 0 links the next one
+M_NRFREE = 5     # free rows on that list
+M_SHARE = 6      # 1: full leaf tables share canonical rows (the default); 0: never
+M_NCANON = 7     # canonical rows made
+M_NKEYS = 8      # keys in the canonical-row table
+M_HASH = 16      # meta[M_HASH + 2 s], meta[M_HASH + 2 s + 1]: slot s of that table (key, row)
+CANON_SLOTS = 16384   # slots of the canonical-row table (a power of two)
+CANON_MAX = 8192      # canonical rows at most (16 MiB of 512-entry rows)
 
 # ---- status codes (negative values are -errno) ------------------------------------------
 OK = 0
 NEED_TABLES = 1001
 NEED_JOURNAL = 1002
 NEED_EVENTS = 1003
+NEED_ROWS = 1004
 EEXIST = _errno.EEXIST
 EFAULT = _errno.EFAULT
 EINVAL = _errno.EINVAL
@@ -133,9 +148,14 @@ J_SHARE = -3
 J_FREE_FOLIO = -4
 J_FILL_HEAD = -5     # (table, J_FILL_HEAD, first index) ...
 J_FILL_COUNT = -6    # ... then (count, J_FILL_COUNT, 0): count none entries were filled
+J_ROW_ALLOC = -7     # (table, J_ROW_ALLOC, 0): the table, rowless, got a zero row
+J_ROW_COW = -8       # (table, J_ROW_COW, canonical): it got a copy of its canonical row
+J_ROW_SHARE = -9     # (table, J_ROW_SHARE, 0): the empty table now maps a canonical row
+J_ROW_UNSHARE = -10  # (table, J_ROW_UNSHARE, canonical): the table mapping it was emptied whole
 
 ROOM_PIECE_J = 64     # journal records one slow-path piece may need at most
 ROOM_PIECE_E = 16     # events one slow-path piece may need at most
+ROOM_ROWS = 8         # free rows one slow-path piece may need at most (levels + a canonical)
 
 
 # =========================================================================================
@@ -186,14 +206,141 @@ def _room(P, E, nj, ne):
     return OK
 
 
+# ---- Rows (issue 16) ------------------------------------------------------------------------
+# A simulator-memory technique, not a kernel one: the kernel really allocates every page-table
+# page (pte_alloc_one), and so does the pool (tlevel, tcount, ... per table).  Only the entries
+# are stored apart, in rows: table t's entries are rows[|rmap[t]|].  A table gets a row of its
+# own at its first write (own_row); until then it reads the zero row 0 (never written).  A PTE
+# table about to be filled whole with consecutive leaves of one folio (install_range) may map
+# a canonical row instead (rmap[t] = -row): a row that holds exactly those leaves, made on the
+# second sighting of its content and never written after; a write into such a table copies
+# the canonical row into a row of its own first (copy-on-write).  The scale run's 4,095 VMAs
+# map one folio at the same offsets: their 2 million PTE tables read 512 canonical rows.
+# Every change of rmap is journalled, so rollback restores rmap, tcount and the free rows
+# exactly; canonical rows are not (they are content-addressed and immutable).
+@njit(inline="always")
+def rows_avail(P):
+    """Rows that can still be handed out without growing ``rows``."""
+    meta = P[P_META]
+    return meta[M_NRFREE] + P[P_ENT].shape[0] - meta[M_NROWS]
+
+
 @njit
+def _row_take(P):
+    """A zero row: the head of the free list, else the next never-used row."""
+    meta = P[P_META]
+    rows = P[P_ENT]
+    r = meta[M_RFREE]
+    if r != 0:
+        meta[M_RFREE] = rows[r, 0]
+        rows[r, 0] = 0
+        meta[M_NRFREE] -= 1
+        return r
+    r = meta[M_NROWS]
+    meta[M_NROWS] = r + 1
+    return r
+
+
+@njit
+def _row_put(P, r):
+    """Give back an all-zero row (its entry 0 links the free list).  Which row a table
+    holds is invisible (the entries are what count), so rollback gives rows back here
+    rather than restoring the free list's order."""
+    meta = P[P_META]
+    P[P_ENT][r, 0] = meta[M_RFREE]
+    meta[M_RFREE] = r
+    meta[M_NRFREE] += 1
+
+
+@njit
+def own_row(P, t):
+    """Give table ``t`` (rowless, or mapping a canonical row) a row of its own: a zero row,
+    or a copy of its canonical row (copy-on-write).  Journalled; the caller has checked
+    room (``rows_avail``).  Returns the row."""
+    rmap = P[P_RMAP]
+    c = rmap[t]
+    r = _row_take(P)
+    if c < 0:
+        rows = P[P_ENT]
+        for j in range(rows.shape[1]):
+            rows[r, j] = rows[-c, j]
+        _jpush(P, t, J_ROW_COW, -c)
+    else:
+        _jpush(P, t, J_ROW_ALLOC, 0)
+    rmap[t] = r
+    return r
+
+
+@njit
+def canon_row(P, pfn0, level, step):
+    """The canonical row of a full table of leaves ``pfn0, pfn0 + step, ...`` at ``level``,
+    or 0: none yet.  The first sighting of a content only records its key; the second
+    makes the row (one fill), later ones find it."""
+    meta = P[P_META]
+    if meta[M_SHARE] == 0:
+        return 0
+    key = pfn0 * 8 + level
+    mask = CANON_SLOTS - 1
+    s = ((pfn0 >> 5) * 40503 + level * 7919) & mask
+    while True:
+        k = meta[M_HASH + 2 * s]
+        if k == key:
+            r = meta[M_HASH + 2 * s + 1]
+            if r > 0:
+                return r
+            if meta[M_NCANON] >= CANON_MAX or rows_avail(P) < 1:
+                return 0
+            r = _row_take(P)
+            rows = P[P_ENT]
+            for j in range(rows.shape[1]):
+                rows[r, j] = np.int32(((pfn0 + j * step) << 1) | 1)
+            meta[M_HASH + 2 * s + 1] = r
+            meta[M_NCANON] += 1
+            return r
+        if k == 0:
+            if meta[M_NKEYS] < CANON_SLOTS // 2:
+                meta[M_HASH + 2 * s] = key
+                meta[M_NKEYS] += 1
+            return 0
+        s = (s + 1) & mask
+
+
+@njit(inline="always")
+def share_row(P, t, c):
+    """Empty table ``t`` maps canonical row ``c`` (full: ``tcount`` = the table's width); its
+    own row, if any (all zero), goes to the free list.  Journalled (``J_ROW_SHARE``)."""
+    rmap = P[P_RMAP]
+    r = rmap[t]
+    if r > 0:
+        _row_put(P, r)
+    rmap[t] = -c
+    P[P_TCOUNT][t] += P[P_ENT].shape[1]
+    _jpush(P, t, J_ROW_SHARE, 0)
+
+
+@njit
+def unshare_row(P, t):
+    """Table ``t``, mapping a canonical row, is emptied whole: it maps the zero row again
+    (``tcount`` 0).  Journalled (``J_ROW_UNSHARE``)."""
+    rmap = P[P_RMAP]
+    _jpush(P, t, J_ROW_UNSHARE, -rmap[t])
+    rmap[t] = 0
+    P[P_TCOUNT][t] = 0
+
+
+@njit(inline="always")
 def set_entry(P, t, i, v):
-    """Write one entry, journalled, keeping ``tcount`` right."""
+    """Write one entry, journalled, keeping ``tcount`` right.  A table without a row of its
+    own gets one first (``own_row``: a zero row, or a copy of the canonical row it shares);
+    the caller has checked room for it (``ROOM_ROWS``)."""
     ent = P[P_ENT]
     tcount = P[P_TCOUNT]
-    old = ent[t, i]
+    r = P[P_RMAP][t]
+    if r <= 0:
+        r = own_row(P, t)
+    old = ent[r, i]
     _jpush(P, t, i, old)
-    ent[t, i] = v
+    ent[r, i] = v
     if old == 0 and v != 0:
         tcount[t] += 1
     elif old != 0 and v == 0:
@@ -248,14 +395,17 @@ def rollback(P, upto):
     jt = P[P_JT]
     ji = P[P_JI]
     jo = P[P_JO]
+    rmap = P[P_RMAP]
+    ptrs = ent.shape[1]
     k = meta[M_JLEN] - 1
     while k >= upto:
         t = jt[k]
         i = ji[k]
         o = jo[k]
         if i >= 0:
-            cur = ent[t, i]
-            ent[t, i] = o
+            r = rmap[t]               # its own row: the write came after any own_row
+            cur = ent[r, i]
+            ent[r, i] = o
             if cur != 0 and o == 0:
                 tcount[t] -= 1
             elif cur == 0 and o != 0:
@@ -264,10 +414,27 @@ def rollback(P, upto):
             count = t
             tt = jt[k - 1]
             i0 = jo[k - 1]
+            r = rmap[tt]
             for j in range(count):
-                ent[tt, i0 + j] = 0
+                ent[r, i0 + j] = 0
             tcount[tt] -= count
             k -= 1
+        elif i == J_ROW_ALLOC:
+            r = rmap[t]
+            rmap[t] = 0
+            _row_put(P, r)
+        elif i == J_ROW_COW:
+            r = rmap[t]
+            for j in range(ptrs):
+                ent[r, j] = 0
+            rmap[t] = -o
+            _row_put(P, r)
+        elif i == J_ROW_SHARE:
+            rmap[t] = 0               # empty again, rowless (its old row stays free)
+            tcount[t] -= ptrs
+        elif i == J_ROW_UNSHARE:
+            rmap[t] = -o
+            tcount[t] = ptrs
         elif i == J_ALLOC:
             n = meta[M_NFREE]
             fstack[n] = t
@@ -332,9 +499,11 @@ def _no_transparent_hugepages(a: np.ndarray):
 class PageTablePool:
     """The page-table page pool, the undo journal and the event buffer, as numpy arrays."""
 
-    def __init__(self, ptrs: int, tables: int = 64, journal: int = 4096, events: int = 1024):
+    def __init__(self, ptrs: int, tables: int = 64, journal: int = 4096, events: int = 1024,
+                 share: bool = True):
         self.ptrs = ptrs
         self.rows = np.zeros((tables, ptrs), dtype=np.int32)
+        self.rmap = np.zeros(tables, dtype=np.int32)
         self.tlevel = np.zeros(tables, dtype=np.int8)
         self.tcount = np.zeros(tables, dtype=np.int32)
         self.tshare = np.zeros(tables, dtype=np.int32)
@@ -342,8 +511,10 @@ class PageTablePool:
         self.fstack = np.zeros(tables, dtype=np.int32)
         free = np.arange(tables - 1, 0, -1, dtype=np.int32)   # pops give 1, 2, 3, ...
         self.fstack[: free.size] = free
-        self.meta = np.zeros(4, dtype=np.int64)
+        self.meta = np.zeros(M_HASH + 2 * CANON_SLOTS, dtype=np.int64)
         self.meta[M_NFREE] = free.size
+        self.meta[M_NROWS] = 1
+        self.meta[M_SHARE] = int(bool(share))
         self.jt = np.zeros(journal, dtype=np.int32)
         self.ji = np.zeros(journal, dtype=np.int32)
         self.jo = np.zeros(journal, dtype=np.int32)
@@ -360,7 +531,7 @@ class PageTablePool:
     def P(self):
         """The page-table tuple the kernels take; slots ``P_ENT`` .. ``P_JO``."""
         return (self.rows, self.tlevel, self.tcount, self.tshare, self.tfolio, self.fstack,
-                self.meta, self.jt, self.ji, self.jo)
+                self.meta, self.jt, self.ji, self.jo, self.rmap)
 
     @property
     def E(self):
@@ -380,18 +551,63 @@ class PageTablePool:
 
     def row_of(self, tables):
         """The row(s) of :attr:`rows` holding table(s) ``tables`` (an int, an index array, a
-        mask or a slice of tables)."""
-        return tables
+        mask or a slice of tables): its own, the zero row 0, or a canonical row."""
+        r = self.rmap[tables]
+        return abs(int(r)) if np.ndim(r) == 0 else np.abs(r)
+
+    @property
+    def share(self) -> bool:
+        """Whether full leaf tables share canonical rows (issue 16; on by default)."""
+        return bool(self.meta[M_SHARE])
+
+    @share.setter
+    def share(self, on: bool):
+        self.meta[M_SHARE] = int(bool(on))
+
+    @property
+    def nr_rows(self) -> int:
+        """Rows in use: tables' own rows and canonical rows (row 0 and free rows excluded)."""
+        return int(self.meta[M_NROWS]) - 1 - int(self.meta[M_NRFREE])
+
+    @property
+    def nr_canonical(self) -> int:
+        return int(self.meta[M_NCANON])
+
+    def _take_row(self) -> int:
+        meta = self.meta
+        r = int(meta[M_RFREE])
+        if r:
+            meta[M_RFREE] = self.rows[r, 0]
+            self.rows[r, 0] = 0
+            meta[M_NRFREE] -= 1
+            return r
+        if meta[M_NROWS] >= self.rows.shape[0]:
+            self.grow_rows()
+        r = int(meta[M_NROWS])
+        meta[M_NROWS] = r + 1
+        return r
 
     def private_row(self, t: int) -> int:
-        """The row of table ``t``, made its own (for a raw write)."""
-        return t
+        """The row of table ``t``, made its own (for a raw write; not journalled)."""
+        r = int(self.rmap[t])
+        if r > 0:
+            return r
+        nr = self._take_row()
+        if r < 0:
+            self.rows[nr] = self.rows[-r]
+        self.rmap[t] = nr
+        return nr
 
     def put_tables(self, clear, used, rows):
         """Checkpoint restore: tables ``clear`` become zero, tables ``used`` get ``rows``
-        (one row of entries each).  Not journalled."""
-        self.rows[clear] = 0
-        self.rows[used] = rows
+        (one row of entries each), each in a row of its own.  Not journalled."""
+        clear = np.asarray(clear)
+        rm = self.rmap[clear]
+        self.rows[rm[rm > 0]] = 0
+        self.rmap[clear[rm < 0]] = 0
+        for t in np.asarray(used):
+            self.private_row(int(t))
+        self.rows[self.rmap[used]] = rows
 
     @property
     def nr_free(self) -> int:
@@ -405,10 +621,7 @@ class PageTablePool:
     def grow_tables(self, need: int = 0):
         old = self.capacity
         new = max(old * 2, old + need + 64) if need <= old else old + need + 64
-        ent = np.zeros((new, self.ptrs), dtype=np.int32)
-        _no_transparent_hugepages(ent)
-        ent[:old] = self.rows
-        self.rows = ent
+        self.rmap = np.concatenate([self.rmap, np.zeros(new - old, np.int32)])
         self.tlevel = np.concatenate([self.tlevel, np.zeros(new - old, np.int8)])
         self.tcount = np.concatenate([self.tcount, np.zeros(new - old, np.int32)])
         self.tshare = np.concatenate([self.tshare, np.zeros(new - old, np.int32)])
@@ -421,6 +634,16 @@ class PageTablePool:
         fstack[added.size: added.size + nfree] = self.fstack[:nfree]
         self.fstack = fstack
         self.meta[M_NFREE] = nfree + added.size
+
+    def grow_rows(self, need: int = 0):
+        """More rows (never during a kernel call): only the rows handed out are copied."""
+        old = self.rows.shape[0]
+        new = max(old * 2, old + need + 64)
+        ent = np.zeros((new, self.ptrs), dtype=np.int32)
+        _no_transparent_hugepages(ent)
+        n = int(self.meta[M_NROWS])
+        ent[:n] = self.rows[:n]
+        self.rows = ent
 
     def grow_journal(self):
         n = self.jt.size * 2
@@ -446,12 +669,14 @@ class PageTablePool:
             jm = int(meta[M_JLEN])
             em = int(meta[M_NEV])
             st = int(kernel(self.P, self.E, *args))
-            if st not in (NEED_TABLES, NEED_JOURNAL, NEED_EVENTS):
+            if st not in (NEED_TABLES, NEED_JOURNAL, NEED_EVENTS, NEED_ROWS):
                 return st
             rollback(self.P, jm)
             meta[M_NEV] = em
             if st == NEED_TABLES:
                 self.grow_tables(levels)
+            elif st == NEED_ROWS:
+                self.grow_rows(4 * ROOM_ROWS)
             elif st == NEED_JOURNAL:
                 self.grow_journal()
             else:
@@ -482,7 +707,19 @@ class PageTablePool:
     def restore(self, snap):
         for k in self._STATE:
             setattr(self, k, snap[k].copy())
-        self.rows = snap["ent"].copy()
+        # every table in use gets a row of its own again; canonical rows are dropped
+        ent = snap["ent"]
+        used = np.flatnonzero(snap["tlevel"])
+        self.rows = np.zeros((max(64, used.size + 1), self.ptrs), dtype=np.int32)
+        self.rows[1:used.size + 1] = ent[used]
+        self.rmap = np.zeros(ent.shape[0], dtype=np.int32)
+        self.rmap[used] = np.arange(1, used.size + 1, dtype=np.int32)
+        self.meta[M_NROWS] = used.size + 1
+        self.meta[M_RFREE] = 0
+        self.meta[M_NRFREE] = 0
+        self.meta[M_NCANON] = 0
+        self.meta[M_NKEYS] = 0
+        self.meta[M_HASH:] = 0
         self.meta[M_NFREE] = snap["nfree"][0]
         self.meta[M_JLEN] = 0
         self.meta[M_NEV] = 0

@@ -15,10 +15,11 @@ from .pool import (
     EV_PMD_UNSHARE, EV_SET, EV_TABLE_FREE, F_NO_HSTATE_EVENTS, FL_FOLIO0, FL_NH, FL_NR,
     FL_ORDER, FL_PFN0, FL_STRIDE, G_BITS, G_LEVELS, G_PAGE_SHIFT, INJECT_AFTER_ALLOC,
     INJECT_AT_LOOKUP, J_FILL_COUNT, J_FILL_HEAD, LEVEL_PMD, LEVEL_PTE, LEVEL_PUD, M_JLEN,
-    M_NEV, M_NFREE, MODE_FAULT, MODE_FIXED, MODE_LARGEST, NEED_TABLES, OK, P_ENT, P_JI,
-    P_JO, P_JT, P_META, P_TCOUNT, P_TFOLIO, P_TSHARE, RES_BYTES, RES_COUNT, RES_FAIL_ADDR,
-    RES_LAST_SHIFT, RES_LEAVES, ROOM_PIECE_E, ROOM_PIECE_J, _jpush, _room, emit, mk_leaf,
-    mk_table, rollback, set_entry, set_share, table_free,
+    M_NEV, M_NFREE, M_SHARE, MODE_FAULT, MODE_FIXED, MODE_LARGEST, NEED_ROWS, NEED_TABLES, OK,
+    P_ENT, P_JI, P_JO, P_JT, P_META, P_RMAP, P_TCOUNT, P_TFOLIO, P_TSHARE, RES_BYTES, RES_COUNT,
+    RES_FAIL_ADDR, RES_LAST_SHIFT, RES_LEAVES, ROOM_PIECE_E, ROOM_PIECE_J, ROOM_ROWS, _jpush,
+    _room, canon_row, emit, mk_leaf, mk_table, own_row, rollback, rows_avail, set_entry,
+    set_share, share_row, table_free, unshare_row,
 )
 from .walk import (
     _largest_shift, entry_end, hugetlb_full_walk, hugetlb_hgm_walk, hugetlb_walk_step,
@@ -130,7 +131,7 @@ def install_range(P, E, g, pgd, mm, vstart, vpgoff, hs, hl, min_shift, pc, fpfn,
             i0 = (addr >> ts) & pmask
             # a view of the n entries (i0 + n <= the table's width: run_end <= cur_hi), so
             # the loops index from 0 and numba's negative-index check drops out
-            row = ent[cur_t, i0:i0 + n]
+            row = ent[P[P_RMAP][cur_t], i0:i0 + n]     # its own row (set_entry gave it)
             k = 0
             while k + _SCAN <= n:       # none entries, _SCAN at a time (vectorised OR)
                 acc = np.int32(0)
@@ -168,6 +169,8 @@ def install_range(P, E, g, pgd, mm, vstart, vpgoff, hs, hl, min_shift, pc, fpfn,
             return st
         if meta[M_NFREE] < levels:
             return NEED_TABLES
+        if rows_avail(P) < ROOM_ROWS:
+            return NEED_ROWS
         jmark = meta[M_JLEN]
         emark = meta[M_NEV]
         t = pgd
@@ -230,6 +233,27 @@ def install_range(P, E, g, pgd, mm, vstart, vpgoff, hs, hl, min_shift, pc, fpfn,
             res[RES_FAIL_ADDR] = addr
             return -EFAULT      # the tables allocated on the way stay, as in the kernel
         pfn_at = fpfn[folio] + ((addr & ~((1 << ts) - 1)) - hbase >> page_shift)
+        if mode == MODE_FIXED and idx == 0 and lvl < hl and tcount[t] == 0 \
+                and meta[M_SHARE] != 0 and ts == level_shift(g, lvl):
+            # A whole empty leaf table below the hstate level about to be filled with
+            # consecutive leaves of one folio: it may map the canonical row of that content
+            # instead (issue 16; a simulator-memory technique, see core/pool.py "Rows").  The
+            # same leaves, events and counts as the per-leaf path.
+            span = 1 << level_shift(g, lvl + 1)
+            ptrs = pmask + 1
+            if ((addr & (span - 1)) == 0 and addr + span <= b
+                    and (max_leaves < 0 or max_leaves - done >= ptrs)):
+                c = canon_row(P, pfn_at, lvl, 1 << (ts - page_shift))
+                if c > 0:
+                    share_row(P, t, c)
+                    emit(E, meta, g, EV_SET, mm, addr, ts, ptrs, pfn_at, folio)
+                    done += ptrs
+                    addr += span
+                    cur_t = 0
+                    res[RES_BYTES] = addr - a
+                    res[RES_LEAVES] = done
+                    res[RES_LAST_SHIFT] = ts
+                    continue
         if lvl == hl and hstate_events:
             emit(E, meta, g, EV_HSTATE_POPULATED, mm, hbase, hs, 1, fpfn[folio], folio)
         leaf_addr = addr & ~((1 << ts) - 1)
@@ -285,10 +309,23 @@ def zap_range(P, E, g, fl, pgd, mm, a, b, hl, res):
             if (v & 1) == 1:
                 # a run over this table's leaves: room for the whole table checked once,
                 # the journal written inline, consecutive leaves of one folio merged
-                st = _room(P, E, ptrs + 2, 2 * ptrs + 2)
+                st = _room(P, E, ptrs + 3, 2 * ptrs + 2)
                 if st != OK:
                     return st
                 tcount = P[P_TCOUNT]
+                r = P[P_RMAP][t]
+                whole = False
+                if r < 0:
+                    # a canonical row (issue 16): emptied whole, the table just lets it go;
+                    # in part, the table gets a copy of it first
+                    last = (addr & ~((np.int64(ptrs) << sh) - 1)) + (np.int64(ptrs - 1) << sh)
+                    if idx == 0 and last < b:
+                        whole = True
+                        r = -r
+                    else:
+                        if rows_avail(P) < 1:
+                            return NEED_ROWS
+                        r = own_row(P, t)
                 jt = P[P_JT]
                 ji = P[P_JI]
                 jo = P[P_JO]
@@ -303,7 +340,7 @@ def zap_range(P, E, g, fl, pgd, mm, a, b, hl, res):
                 folio = -1
                 i = idx
                 while i < ptrs and addr < b:
-                    v = ent[t, i]
+                    v = ent[r, i]
                     if v != 0 and (v & 1) == 0:
                         break  # a lower table: the outer loop descends into it
                     if v != 0:
@@ -319,13 +356,14 @@ def zap_range(P, E, g, fl, pgd, mm, a, b, hl, res):
                                 if folio >= f0 and folio < f0 + fl[base + FL_NR]:
                                     f_lo = fl[base + FL_PFN0] + ((folio - f0) << fl[base + FL_ORDER])
                                     f_hi = f_lo + (np.int64(1) << fl[base + FL_ORDER])
-                        n = meta[M_JLEN]
-                        jt[n] = t
-                        ji[n] = i
-                        jo[n] = v
-                        meta[M_JLEN] = n + 1
-                        ent[t, i] = 0
-                        tcount[t] -= 1
+                        if not whole:
+                            n = meta[M_JLEN]
+                            jt[n] = t
+                            ji[n] = i
+                            jo[n] = v
+                            meta[M_JLEN] = n + 1
+                            ent[r, i] = 0
+                            tcount[t] -= 1
                         leaf_addr = addr & ~(size - 1)
                         if (run_n > 0 and folio == run_folio and leaf_addr == run_addr + run_n * size
                                 and pfn == run_pfn + run_n * pstep):
@@ -346,6 +384,8 @@ def zap_range(P, E, g, fl, pgd, mm, a, b, hl, res):
                     i += 1
                 if run_n > 0:
                     emit(E, meta, g, EV_CLEAR, mm, run_addr, sh, run_n, run_pfn, run_folio)
+                if whole:
+                    unshare_row(P, t)
                 break
             child = v >> 1          # a shared PMD page
             if lvl == LEVEL_PUD and hl == LEVEL_PMD:
@@ -377,7 +417,7 @@ def unshare_range(P, E, g, pgd, mm, a, b, res):
             return st
         t, idx, lvl = hugetlb_full_walk(P, g, pgd, addr, LEVEL_PUD)
         if lvl == LEVEL_PUD:
-            v = ent[t, idx]
+            v = ent[abs(P[P_RMAP][t]), idx]
             if v != 0 and (v & 1) == 0 and tshare[v >> 1] > 0:
                 child = v >> 1
                 set_entry(P, t, idx, 0)
@@ -460,8 +500,9 @@ def copy_range(P, E, g, fl, src_pgd, dst_pgd, dst_mm, a, b, hl, hs, res):
             addr = entry_end(addr, sh)
             continue
         i = idx
+        r = abs(P[P_RMAP][t])
         while i < ptrs and addr < b:
-            v = ent[t, i]
+            v = ent[r, i]
             if v != 0 and (v & 1) == 0:
                 break
             if v != 0:
@@ -470,6 +511,8 @@ def copy_range(P, E, g, fl, src_pgd, dst_pgd, dst_mm, a, b, hl, hs, res):
                     return st
                 if meta[M_NFREE] < levels:
                     return NEED_TABLES
+                if rows_avail(P) < ROOM_ROWS:
+                    return NEED_ROWS
                 pfn = v >> 1
                 folio = pfn_to_folio(fl, pfn)
                 leaf_addr = addr & ~((1 << sh) - 1)

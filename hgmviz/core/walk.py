@@ -11,8 +11,8 @@ from __future__ import annotations
 from .._jit import njit
 from .pool import (
     EV_TABLE_ALLOC, FL_FOLIO0, FL_NH, FL_NR, FL_ORDER, FL_PFN0, FL_STRIDE, G_BITS,
-    G_LEVELS, G_PAGE_SHIFT, LEVEL_PMD, LEVEL_PTE, LEVEL_PUD, P_ENT, P_META, P_TSHARE, emit,
-    mk_table, set_entry, table_alloc,
+    G_LEVELS, G_PAGE_SHIFT, LEVEL_PMD, LEVEL_PTE, LEVEL_PUD, P_ENT, P_META, P_RMAP, P_TSHARE,
+    emit, mk_table, set_entry, table_alloc,
 )
 
 __all__ = ["level_shift", "pte_index", "entry_end", "pfn_to_folio", "hugetlb_hgm_walk",
@@ -69,10 +69,11 @@ def hugetlb_hgm_walk(P, g, t, level, addr, stop_level, stop_at_shared):
     value)`` of that entry.  ``t == 0`` (no PGD) reads the never-used page 0: a none entry.
     """
     ent = P[P_ENT]
+    rmap = P[P_RMAP]
     tshare = P[P_TSHARE]
     while True:
         idx = pte_index(g, addr, level)
-        v = ent[t, idx]
+        v = ent[abs(rmap[t]), idx]
         if level <= stop_level or v == 0 or (v & 1) == 1:
             return t, idx, level, v
         child = v >> 1
@@ -172,8 +173,9 @@ def collect_leaves(P, g, pgd, a, b, seen, walker, out_addr, out_shift, out_pfn, 
             if (v & 1) == 1:
                 # the leaves of this table, in one run
                 i = idx
+                r = abs(P[P_RMAP][t])
                 while i < ptrs and addr < b:
-                    v = ent[t, i]
+                    v = ent[r, i]
                     if v != 0 and (v & 1) == 0:
                         break
                     if v != 0:

@@ -26,7 +26,7 @@ import time
 import warnings
 
 from .. import ops as O
-from ..core.memory import NotEnoughMemory, current_rss, pool_table_bytes, require_memory
+from ..core.memory import NotEnoughMemory, current_rss, pool_bytes, require_memory
 from ..mm import Machine
 from ..overflow import overflow_math
 
@@ -145,7 +145,8 @@ class ScaleRun:
         mem = ""
         if self.machine is not None:
             mem = "; page tables %s resident of the process's %s" % (
-                _gib(self.machine.pt.nr_used * pool_table_bytes(self.machine.pt.ptrs)),
+                _gib(pool_bytes(self.machine.pt.nr_used, self.machine.pt.nr_rows,
+                                self.machine.pt.ptrs)),
                 _gib(current_rss()))
         return "%s in %.2f s%s%s; overflow_math predicts: %s" % (state, self.seconds, end, mem,
                                                                  pred)
@@ -184,9 +185,15 @@ class ScaleRun:
         """Refuse (:class:`~hgmviz.core.memory.NotEnoughMemory`) a run whose page tables
         would not fit in the memory this process has (cgroup, RLIMIT_AS, MemAvailable)."""
         from ..geometry import get_geometry
+        g = get_geometry(self.geometry)
         n = self.tables_needed()
-        require_memory(n * pool_table_bytes(get_geometry(self.geometry).PTRS_PER_TABLE),
-                       "the scale run (%s page-table pages)" % format(n, ","))
+        leaf = max(1, self.hstate // (self.piece << g.bits_per_level))
+        # every VMA's full leaf tables read the same canonical rows (issue 16); its other
+        # tables, and the first VMA's leaf tables, have rows of their own
+        rows = n // (2 + leaf) + 2 * leaf + 2 * self.procs
+        require_memory(pool_bytes(n, rows, g.PTRS_PER_TABLE) + (64 << 20),
+                       "the scale run (%s page-table pages, identical leaf tables sharing "
+                       "their entries)" % format(n, ","))
 
     def _vma_ops(self, i: int) -> list:
         proc, lab = "p%d" % (i % self.procs), "v%d" % i
