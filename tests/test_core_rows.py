@@ -118,7 +118,7 @@ def test_rollback_after_sharing_restores_exactly():
     digest_mapped = state_digest(m)
     pgd = m._mm(p).pgd
     res = np.zeros(4, np.int64)
-    vma = m._mm(p).vmas[-1]
+    vma = next(v for v in m._mm(p).vmas if v.start == a)
     st = m.pt.run(core.install_range, m._g, pgd, p.pid, vma.start, vma.pgoff, 21, 2, 12,
                   m._files[f.id].pc, m._folio_pfn, a, a + 2 * MB2, core.MODE_FIXED, 12, -1, 0,
                   np.zeros(0, np.int32), 0, res)

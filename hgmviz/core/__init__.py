@@ -32,7 +32,10 @@ Entry encoding (4 bytes, ``int32``), one word per page-table entry::
     (table << 1)      a pointer to page-table page ``table`` (a non-leaf pXd)
     (pfn << 1) | 1    a present leaf mapping ``pfn`` (its size is its level's size)
 
-Page-table pages live in one pool ``ent[table, index]``; page 0 is never used.  Per page:
+Page-table pages live in one pool ``ent[table, index]``; page 0 is never used.  The entries
+are stored in rows apart from the tables (``rows[|rmap[table]|]``): a table gets a row of its
+own at its first write, and full leaf tables of one content may read one canonical row
+(issue 16, a simulator-memory technique; ``pool`` "Rows").  Per page:
 ``tlevel`` (0 = free), ``tcount`` (non-none entries), ``tshare`` (extra sharers of a hugetlb
 PMD page, ``ptdesc->pt_share_count``), ``tfolio`` (the folio a table below the hstate level
 maps, -1 above).  Free pages sit on a stack ``fstack[:meta[M_NFREE]]`` and are all-zero.

@@ -605,8 +605,17 @@ class PageTablePool:
         rm = self.rmap[clear]
         self.rows[rm[rm > 0]] = 0
         self.rmap[clear[rm < 0]] = 0
-        for t in np.asarray(used):
-            self.private_row(int(t))
+        used = np.asarray(used)
+        rowless = used[self.rmap[used] <= 0]      # 0 after the clear above: no canonical row
+        while self.meta[M_RFREE] and rowless.size:
+            self.rmap[rowless[0]] = self._take_row()
+            rowless = rowless[1:]
+        if rowless.size:
+            n0 = int(self.meta[M_NROWS])
+            if n0 + rowless.size > self.rows.shape[0]:
+                self.grow_rows(n0 + rowless.size - self.rows.shape[0])
+            self.rmap[rowless] = np.arange(n0, n0 + rowless.size, dtype=np.int32)
+            self.meta[M_NROWS] = n0 + rowless.size
         self.rows[self.rmap[used]] = rows
 
     @property
