@@ -579,3 +579,25 @@ def test_drill_under_subtree_counted_says_why_it_cannot_reach_the_guard():
     ex2 = explore(geometry="toy", scheme="per_piece", guard="int_max_half")
     ex2.drill_run()
     assert "cannot reach" not in ex2.w_drill_info.value
+
+
+def test_log_cells_reused_only_for_the_same_step(ex):
+    """The log's per-step cells are kept between clicks (a step never changes); the log is
+    the one built from scratch after touches, undo, a new step in the redo tail's place and a
+    scheme change."""
+    from hgmviz.widgets import views
+
+    def fresh():
+        views._CELLS.clear()
+        return views.log_html(ex.session)
+
+    ex.buttons["touch"].click()
+    ex.buttons["dontneed"].click()
+    ex.b_undo.click()
+    kept = views.log_html(ex.session)
+    assert "(undone)" in kept and kept == fresh()
+    views.log_html(ex.session)                 # cells cached again
+    ex.buttons["fork"].click()                 # replaces the undone step
+    kept = views.log_html(ex.session)
+    assert "(undone)" not in kept and kept == fresh()
+    assert len(views._CELLS) >= ex.session.position

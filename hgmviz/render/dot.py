@@ -12,6 +12,7 @@ Graphviz versions (toolchain notes), so tests parse it instead.
 """
 from __future__ import annotations
 
+import functools
 import html
 import re
 import shutil
@@ -122,6 +123,13 @@ def _node_label(n, theme: Theme) -> str:
     return "<%s>" % inner
 
 
+@functools.lru_cache(maxsize=512)
+def _wrap(text: str, width: int) -> tuple:
+    """``textwrap.wrap`` (a pure function of its text; the legend's and captions' lines come
+    back at every redraw), ``("",)`` for an empty text."""
+    return tuple(textwrap.wrap(text, width)) or ("",)
+
+
 def _text_block(lines, theme: Theme, title: str = "", wrap: int = 90) -> str:
     """Caption lines as a borderless table, one row per line: each row is as tall as its
     text plus padding, so lines never overlap (``<BR/>`` lines sat on a pitch equal to the
@@ -132,7 +140,7 @@ def _text_block(lines, theme: Theme, title: str = "", wrap: int = 90) -> str:
     for ln in lines:
         text, mark, style = (ln.text, ln.mark, ln.style) if hasattr(ln, "text") else (ln, "", "muted")
         color = theme.muted if style == "muted" else theme.fg
-        for i, piece in enumerate(textwrap.wrap(text, wrap) or [""]):
+        for i, piece in enumerate(_wrap(text, wrap)):
             out.append('%s<FONT COLOR="%s">%s</FONT>' % (_glyph(mark, theme) if i == 0 else "",
                                                          color, _e(piece)))
     return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">%s</TABLE>>'

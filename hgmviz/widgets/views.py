@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import html
 import re
+import weakref
+from collections import OrderedDict
 
 from ..comparison import watched_counters
 from ..render.counters import counter_table, table_html, watched
@@ -117,6 +119,28 @@ def _result_line(step) -> str:
     return "<br>".join(parts)
 
 
+#: The HTML cells of the steps shown last (id of the Step -> (weak reference, scheme, cells)):
+#: a step never changes once recorded, and each click redraws up to 40 of them.
+_CELLS: "OrderedDict[int, tuple]" = OrderedDict()
+_CELLS_MAX = 256
+
+
+def _step_cells(st, scheme0) -> tuple:
+    """(operation label, call path, result) of step ``st`` as HTML."""
+    hit = _CELLS.get(id(st))
+    if hit is not None and hit[0]() is st and hit[1] == scheme0:
+        _CELLS.move_to_end(id(st))
+        return hit[2]
+    path = st.call_paths.get(scheme0, ())
+    narr = ('<br><small>%s</small>' % _h(st.narration)) if st.narration else ""
+    cells = (_h(op_label(st.op)), ('<br><small>%s</small>' % _h(" → ".join(path))) if path else "",
+             _result_line(st) + narr)
+    _CELLS[id(st)] = (weakref.ref(st), scheme0, cells)
+    while len(_CELLS) > _CELLS_MAX:
+        _CELLS.popitem(last=False)
+    return cells
+
+
 def log_html(session, notes=(), limit: int = 40) -> str:
     """The steps, newest first: number, operation, result (ok, errno, SIGBUS, guard refusal,
     wrap, ...) and the kernel call path; steps undone (the redo tail) greyed; ``notes``
@@ -140,13 +164,10 @@ def log_html(session, notes=(), limit: int = 40) -> str:
             break
         st = hist[i - 1]
         undone = i > pos
-        path = st.call_paths.get(scheme0, ())
-        narr = ('<br><small>%s</small>' % _h(st.narration)) if st.narration else ""
+        label, path, result = _step_cells(st, scheme0)
         rows.append('<tr class="%s"><td>%d</td><td><code>%s</code>%s%s</td><td>%s</td></tr>' % (
-            "undone" if undone else "done", i, _h(op_label(st.op)),
-            " <small>(undone)</small>" if undone else "",
-            ('<br><small>%s</small>' % _h(" → ".join(path))) if path else "",
-            _result_line(st) + narr))
+            "undone" if undone else "done", i, label,
+            " <small>(undone)</small>" if undone else "", path, result))
     if not rows:
         rows.append('<tr><td colspan="3">no step yet</td></tr>')
     return ('<table class="hgmviz-log"><caption>Steps, newest first (kernel call path; '
