@@ -1,5 +1,7 @@
 """Canonical rows (issue 16): full leaf tables of one content read one row; every walk, the
 digest, checkpoints and rollback see exactly the tables they see without sharing."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -180,3 +182,95 @@ def test_growth_copies_only_rows_in_use():
     # the tables grew; the rows did not (no row per table is reserved)
     assert pt.capacity > 1 << 20 and pt.rows.shape[0] == 64
     assert pt.ent.shape == (pt.capacity, 512) and pt.ent[pt.capacity - 1, 511] == 0
+
+
+# ---- a property over operation sequences: sharing on and off give the same machine ---------
+from hypothesis import example, given  # noqa: E402
+import hypothesis.strategies as st  # noqa: E402
+
+import hypothesis_profiles  # noqa: E402
+
+TOY_HS = 1 << 18          # the toy geometry's 256 KiB hstate: 8 PTE tables of 8 x 4 KiB
+# mostly whole hugepages at 4 KiB (what shares), sometimes part of one or 32 KiB pieces
+MAP = st.tuples(st.just("map"), st.integers(0, 2), st.sampled_from([0, 0, 0, 1]),
+                st.sampled_from([0, 0, 0, 0, 5, 17]), st.sampled_from([64, 64, 64, 64, 3, 40]),
+                st.sampled_from([PAGE, PAGE, PAGE, 8 * PAGE]))
+OPS = st.lists(st.one_of(
+    MAP, MAP, MAP, MAP,
+    st.tuples(st.just("dontneed"), st.integers(0, 2), st.integers(0, 1)),
+    st.tuples(st.just("munmap"), st.integers(0, 2)),
+    st.tuples(st.just("mremap"), st.integers(0, 2)),
+    st.tuples(st.just("fork"), st.integers(0, 1)),
+    st.tuples(st.just("exit"), st.integers(1, 3)),
+), min_size=4, max_size=hypothesis_profiles.steps(14))
+
+
+def _toy(share, guard="int_max_half"):
+    m = hv.Machine(geometry="toy", nr_hugepages={TOY_HS: 2}, scheme="per_piece", guard=guard)
+    m.pt.share = share
+    f = m.memfd_create(size=2 * TOY_HS, hstate=TOY_HS)
+    f.fallocate(0, 2 * TOY_HS)
+    return m, f
+
+
+def _step(m, f, procs, vmas, op):
+    """One operation; returns what it did (the value or the error), for comparison."""
+    kind = op[0]
+    try:
+        if kind == "map":
+            _, slot, h, first, n, piece = op
+            p = procs[0] if slot < 2 else procs[-1]
+            if slot not in vmas:
+                a = p.mmap(f, 2 * TOY_HS)
+                p.madvise(a, 2 * TOY_HS, hv.MADV_SPLIT)
+                p.uffdio_register(a, 2 * TOY_HS, mode="minor")
+                vmas[slot] = (p, a)
+            p, a = vmas[slot]
+            lo = h * TOY_HS + (first * PAGE // piece) * piece
+            hi = min(lo + n * piece, (h + 1) * TOY_HS)
+            return p.uffdio_continue_batch(a + lo, hi - lo, piece)
+        if kind == "dontneed" and op[1] in vmas:
+            p, a = vmas[op[1]]
+            return p.madvise(a + op[2] * TOY_HS, TOY_HS, hv.MADV_DONTNEED)
+        if kind == "munmap" and op[1] in vmas:
+            p, a = vmas.pop(op[1])
+            return p.munmap(a, 2 * TOY_HS)
+        if kind == "mremap" and op[1] in vmas:
+            p, a = vmas[op[1]]
+            b = p.mremap(a, 2 * TOY_HS, 2 * TOY_HS, hv.MREMAP_MAYMOVE)
+            vmas[op[1]] = (p, b)
+            return b - a != 0
+        if kind == "fork" and len(procs) < 4:
+            procs.append(procs[op[1] % len(procs)].fork())
+            return len(procs)
+        if kind == "exit" and len(procs) > op[1]:
+            q = procs.pop(op[1])
+            for k in [k for k, (p, _a) in vmas.items() if p is q]:
+                del vmas[k]
+            return q.exit()
+    except (OSError, hv.PartialProgress) as e:
+        return (type(e).__name__, getattr(e, "errno", None), str(e))
+    return None
+
+
+@hypothesis_profiles.for_test(60)
+@given(OPS, st.sampled_from([None, "int_max_half"]))
+@example([("map", 0, 0, 0, 64, PAGE), ("map", 1, 0, 0, 64, PAGE), ("map", 2, 0, 0, 64, PAGE),
+          ("fork", 0), ("mremap", 2), ("dontneed", 1, 0), ("exit", 2), ("munmap", 2),
+          ("map", 1, 0, 0, 64, PAGE), ("exit", 1)], None)
+def test_sharing_never_changes_the_machine(ops, guard):
+    # the toy geometry's 8-bit refcount: the INT_MAX/2 guard refuses the second whole map
+    # in its middle (rollback, then the admitted pieces again); no guard wraps it instead
+    (m1, f1), (m0, f0) = _toy(True, guard), _toy(False, guard)
+    s1 = ([m1.spawn(), m1.spawn()], {})
+    s0 = ([m0.spawn(), m0.spawn()], {})
+    for op in ops:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)    # the wraps, on both machines
+            r1 = _step(m1, f1, *s1, op)
+            r0 = _step(m0, f0, *s0, op)
+        assert r1 == r0, op
+        assert state_digest(m1) == state_digest(m0), op
+        assert m0.pt.nr_canonical == 0
+    if guard is None and ops[:3] == [("map", k, 0, 0, 64, PAGE) for k in range(3)]:
+        assert m1.pt.nr_canonical == 8          # the explicit example shares
