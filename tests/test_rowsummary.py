@@ -335,8 +335,14 @@ def test_group_answers_reused_within_one_drawing(monkeypatch):
         real_init(self, *a, **kw)
         self.memo = NoMemo()
 
+    # machines and before states that differ: an answer is reused only for equal inputs
+    args = example_args("x86_collapse_diff")
+    mixed = [args["m"], m, args["m"]], [args["before"], None, None]
+    shared_mixed = draw_compare(mixed[0], before=mixed[1]).scene
+
     monkeypatch.setattr(builder._Builder, "__init__", init)
     del calls[:]
     alone = draw_compare([m, m, m]).scene
     assert alone == shared
     assert len(calls) >= 3 * n_shared
+    assert draw_compare(mixed[0], before=mixed[1]).scene == shared_mixed
