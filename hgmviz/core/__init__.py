@@ -25,6 +25,11 @@ Modules:
     ``zap_range`` (``__unmap_hugepage_range`` with ``huge_pmd_unshare``), ``unshare_range``
     (``hugetlb_unshare_all_pmds``), ``free_empty_tables`` (``hugetlb_free_pgd_range``) and
     ``copy_range`` (``copy_hugetlb_page_range``), mm/hugetlb.c v6.2.
+``rowsummary``
+    read-only summaries of page-table rows for the diagrams (no kernel counterpart):
+    ``table_pair_steps`` (are page-table pages at consecutive entries translates of each
+    other, the renderer's group nodes) and ``scan_leaves`` (count the leaves under whole
+    tables and mark their folios).  Not re-exported here: ``hgmviz.core.rowsummary``.
 
 Entry encoding (4 bytes, ``int32``), one word per page-table entry::
 
