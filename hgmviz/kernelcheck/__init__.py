@@ -15,6 +15,9 @@ Modules
     :mod:`~hgmviz.kernelcheck.liveprocess`
         :class:`LiveProcess` and :class:`LiveFile` (one real process, one memfd) and the wire
         to a worker; re-exported by ``live``.
+    :mod:`~hgmviz.kernelcheck.checkspec`
+        what a scenario is made of (:class:`CheckScenario`, :class:`Probe`, :class:`CheckStep`,
+        ``At``) and the step builders; re-exported by ``scenarios``.
     :mod:`~hgmviz.kernelcheck.scenarios`
         the scenarios, plain data, each with the expectations the rules of domain.md section
         2 imply.

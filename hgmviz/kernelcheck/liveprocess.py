@@ -19,15 +19,14 @@ import socket
 from ..errors import PartialProgress, SigBus
 from ..errors import UserfaultPending as _UserfaultPending
 from . import procfs
+# the uapi values are written once, in the worker (it runs standalone and cannot import them)
+from ._worker import (UFFD_FEATURE_EVENT_FORK, UFFD_FEATURE_MINOR_HUGETLBFS,
+                      UFFD_FEATURE_MISSING_HUGETLBFS, UFFD_FEATURE_WP_HUGETLBFS_SHMEM)
 from .pool import fmt_size as _fmt_size
 
 __all__ = ["LiveProcess", "LiveFile", "UserfaultPending", "TouchTimeout", "ProcessGone"]
 
 UFFDIO_REGISTER_MODE = {"missing": 1, "wp": 2, "minor": 4}
-UFFD_FEATURE_EVENT_FORK = 1 << 1
-UFFD_FEATURE_MISSING_HUGETLBFS = 1 << 4
-UFFD_FEATURE_MINOR_HUGETLBFS = 1 << 9
-UFFD_FEATURE_WP_HUGETLBFS_SHMEM = 1 << 12
 UFFD_PAGEFAULT_FLAG_WRITE = 1
 UFFD_PAGEFAULT_FLAG_WP = 2
 UFFD_PAGEFAULT_FLAG_MINOR = 4
