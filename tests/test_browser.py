@@ -13,6 +13,7 @@ Chromium or Playwright fails the test instead of skipping it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -118,6 +119,21 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(5)
         self._log.close()
+
+
+@contextlib.contextmanager
+def served(srv: Server, ctx=None):
+    """The body runs with ``srv`` up: if it fails, the server's log is printed; in every case
+    the browser context ``ctx`` (if any) closes and the server stops."""
+    try:
+        yield srv
+    except Exception:
+        print(srv.log())
+        raise
+    finally:
+        if ctx is not None:
+            ctx.close()
+        srv.stop()
 
 
 def workdir(prefix: str, notebooks=None) -> Path:
@@ -580,7 +596,7 @@ def test_explorer_is_legible_at_every_width(playwright, theme):
     _wait_port(srv)
     SCREENS.mkdir(parents=True, exist_ok=True)
     problems = []
-    try:
+    with served(srv):
         for width in WIDTHS:
             ctx = launch_browser(playwright, work / ("chromium-%d" % width), width=width,
                                  height=900)
@@ -600,11 +616,6 @@ def test_explorer_is_legible_at_every_width(playwright, theme):
                     _shot(page, SCREENS / ("compare-%s-%d.png" % (theme, width)))
             finally:
                 ctx.close()
-    except Exception:
-        print(srv.log())
-        raise
-    finally:
-        srv.stop()
     shutil.rmtree(work, ignore_errors=True)
     assert problems == []
 
@@ -673,7 +684,7 @@ def test_explorer_is_legible_in_jupyterlab(playwright, theme):
     srv = start_lab(work, token, root=work / "notebooks")
     SCREENS.mkdir(parents=True, exist_ok=True)
     problems = []
-    try:
+    with served(srv):
         for width in LAB_WIDTHS:
             ctx = launch_browser(playwright, work / ("chromium-%d" % width), width=width,
                                  height=900)
@@ -690,11 +701,6 @@ def test_explorer_is_legible_in_jupyterlab(playwright, theme):
                 _lab_shot(page, SCREENS / ("lab-compare-%s-%d.png" % (theme, width)))
             finally:
                 ctx.close()
-    except Exception:
-        print(srv.log())
-        raise
-    finally:
-        srv.stop()
     shutil.rmtree(work, ignore_errors=True)
     assert problems == []
 
@@ -714,7 +720,7 @@ def test_glossary_link_from_the_tour_opens_rendered(playwright):
     token = secrets.token_hex(16)
     srv = start_lab(work, token)
     ctx = launch_browser(playwright, work / "chromium", width=1366, height=900)
-    try:
+    with served(srv, ctx):
         page = lab_open(ctx, srv, token, "notebooks/00-tour.md")
         # the run-all finished: the status bar is idle again and the last code cell has run
         page.wait_for_function("""() => { const p = document.querySelectorAll(
@@ -743,12 +749,6 @@ def test_glossary_link_from_the_tour_opens_rendered(playwright):
         page.wait_for_timeout(3000)
         for rel, data in sources.items():
             assert (work / rel).read_bytes() == data, "%s changed on disk" % rel
-    except Exception:
-        print(srv.log())
-        raise
-    finally:
-        ctx.close()
-        srv.stop()
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -769,7 +769,7 @@ def test_meminfo_table_and_short_error_in_jupyterlab(playwright):
     token = secrets.token_hex(16)
     srv = start_lab(work, token)
     ctx = launch_browser(playwright, work / "chromium", width=1366, height=900)
-    try:
+    with served(srv, ctx):
         page = lab_open(ctx, srv, token, "outputs.ipynb")
         page.wait_for_selector(".jp-OutputArea-output[data-mime-type="
                                "'application/vnd.jupyter.stderr']", timeout=90000)
@@ -791,12 +791,6 @@ def test_meminfo_table_and_short_error_in_jupyterlab(playwright):
         assert lines[0] == "OSError: EINVAL: munmap: addr 0x1 is not page aligned", lines
         assert lines[1].strip() == "Cell In[2], line 1" and lines[2].strip() == "p.munmap(1, 4096)"
         assert len(lines) == 4 and "mmap.py" not in out["err"]
-    except Exception:
-        print(srv.log())
-        raise
-    finally:
-        ctx.close()
-        srv.stop()
     shutil.rmtree(work, ignore_errors=True)
 
 
@@ -849,7 +843,7 @@ def test_notebook_diagrams_fit_beside_the_file_browser(playwright, chapter):
     token = secrets.token_hex(16)
     srv = start_lab(work, token)
     ctx = launch_browser(playwright, work / "chromium", width=1400, height=900)
-    try:
+    with served(srv, ctx):
         page = lab_open(ctx, srv, token, "notebooks/" + chapter)
         page.wait_for_function("""() => { const p = document.querySelectorAll(
             '.jp-Notebook .jp-CodeCell .jp-InputPrompt'); return p.length &&
@@ -866,10 +860,4 @@ def test_notebook_diagrams_fit_beside_the_file_browser(playwright, chapter):
         assert not [d for d in found if d["cut"]], found
         small = [d for d in found if d["px"] is None or d["px"] < MIN_TEXT_PX - 0.05]
         assert not small, small
-    except Exception:
-        print(srv.log())
-        raise
-    finally:
-        ctx.close()
-        srv.stop()
     shutil.rmtree(work, ignore_errors=True)
